@@ -46,4 +46,17 @@ void add_cpu(float* x, const float* y, int64_t n);
 void attention_cpu(const float* q, const float* k, const float* v, float* out, int64_t Tq,
                    int64_t Tk, int64_t n_head, int64_t n_kv, int64_t D, float scale);
 
+/// Paged causal attention over a batch of sequences (the layout both backends use).
+/// Each sequence's context (cache + new tokens) lives in blocks of `block_size` tokens,
+/// token-major [block_size, n_kv, D]; block b of sequence s is k_blocks[blk_start[s] + b].
+///   q, out:  [q_start[n_seq], n_head, D]; sequence s owns rows [q_start[s], q_start[s+1]),
+///            which are the LAST (q_start[s+1] - q_start[s]) tokens of its ctx_len[s] tokens
+///            (their K/V are already written into the blocks).
+///   ctx_len: [n_seq]; blk_start: [n_seq] (sequence s uses ceil(ctx_len[s] / block_size) blocks).
+void attention_paged_cpu(const float* q, float* out, const int32_t* q_start,
+                         const int32_t* ctx_len, const int32_t* blk_start,
+                         const float* const* k_blocks, const float* const* v_blocks,
+                         int64_t n_seq, int64_t n_head, int64_t n_kv, int64_t D,
+                         int64_t block_size, float scale);
+
 }  // namespace hs::cpu

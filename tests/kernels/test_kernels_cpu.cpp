@@ -76,3 +76,52 @@ TEST_CASE("activations", "[kernels]") {
   CHECK(o[0] == Approx(2 / (1 + std::exp(-1.0))));
   CHECK(o[1] == Approx(3 * -2 / (1 + std::exp(2.0))));
 }
+
+TEST_CASE("paged attention equals contiguous attention for any block size", "[kernels]") {
+  // Two sequences: 5 past + 2 new tokens, and 0 past + 3 new; 4 heads over 2 kv heads, D = 3.
+  const int64_t H = 4, KV = 2, D = 3;
+  const int32_t ctx[] = {7, 3}, nq[] = {2, 3};
+  std::vector<std::vector<float>> k(2), v(2), q(2);
+  uint32_t x = 1;
+  auto rnd = [&] { return float((x = x * 1664525u + 1013904223u) >> 8) / 16777216.f - 0.5f; };
+  for (int s = 0; s < 2; ++s) {
+    for (int i = 0; i < ctx[s] * KV * D; ++i) k[s].push_back(rnd()), v[s].push_back(rnd());
+    for (int i = 0; i < nq[s] * H * D; ++i) q[s].push_back(rnd());
+  }
+  std::vector<float> ref;
+  for (int s = 0; s < 2; ++s) {
+    std::vector<float> o(q[s].size());
+    hs::cpu::attention_cpu(q[s].data(), k[s].data(), v[s].data(), o.data(), nq[s], ctx[s], H, KV,
+                           D, 0.7f);
+    ref.insert(ref.end(), o.begin(), o.end());
+  }
+  for (int64_t bs : {1, 2, 3, 8}) {
+    // Copy each sequence's context into blocks of bs tokens.
+    std::vector<std::vector<float>> store;
+    std::vector<const float*> kb, vb;
+    std::vector<int32_t> blk_start;
+    for (int s = 0; s < 2; ++s) {
+      blk_start.push_back(int32_t(kb.size()));
+      for (int64_t t0 = 0; t0 < ctx[s]; t0 += bs) {
+        std::vector<float> kblk(std::size_t(bs * KV * D), NAN), vblk(kblk.size(), NAN);
+        for (int64_t t = t0; t < std::min<int64_t>(ctx[s], t0 + bs); ++t)
+          for (int64_t i = 0; i < KV * D; ++i) {
+            kblk[std::size_t((t - t0) * KV * D + i)] = k[s][std::size_t(t * KV * D + i)];
+            vblk[std::size_t((t - t0) * KV * D + i)] = v[s][std::size_t(t * KV * D + i)];
+          }
+        store.push_back(std::move(kblk));
+        kb.push_back(store.back().data());
+        store.push_back(std::move(vblk));
+        vb.push_back(store.back().data());
+      }
+    }
+    std::vector<float> qall(q[0]);
+    qall.insert(qall.end(), q[1].begin(), q[1].end());
+    std::vector<float> out(qall.size());
+    const int32_t q_start[] = {0, 2, 5};
+    hs::cpu::attention_paged_cpu(qall.data(), out.data(), q_start, ctx, blk_start.data(), kb.data(),
+                                 vb.data(), 2, H, KV, D, bs, 0.7f);
+    INFO("block size " << bs);
+    for (std::size_t i = 0; i < ref.size(); ++i) CHECK(out[i] == Approx(ref[i]).margin(1e-6));
+  }
+}

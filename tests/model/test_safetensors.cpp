@@ -49,7 +49,9 @@ TEST_CASE("fp16 and bf16 conversions are exact", "[safetensors]") {
 }
 
 namespace {
-std::string f32_blob(int n) { return std::string(std::size_t(n) * 4, '\0'); }
+std::string f32_blob(int n) {
+  return std::string(std::size_t(n) * 4, '\0');
+}
 json one_tensor(const std::string& dt, json shape, uint64_t b, uint64_t e) {
   return json{{"w", {{"dtype", dt}, {"shape", shape}, {"data_offsets", {b, e}}}}};
 }
@@ -73,12 +75,14 @@ TEST_CASE("broken safetensors files are clear errors naming file and tensor", "[
   huge[0] = char(0xff);
   huge[4] = 1;
   CHECK_THAT(err(huge + "{}"), Catch::Contains("longer than the file"));
-  CHECK_THAT(err(hs::test::safetensors_bytes(json::array({1}), "")), Catch::Contains("not a JSON object"));
+  CHECK_THAT(err(hs::test::safetensors_bytes(json::array({1}), "")),
+             Catch::Contains("not a JSON object"));
   std::string bad = hs::test::safetensors_bytes(json::object(), "");
   bad[8] = '[';
   CHECK_THAT(err(bad), Catch::Contains("not valid JSON"));
-  CHECK_THAT(err(hs::test::safetensors_bytes(one_tensor("F8_E4M3", {2}, 0, 2), "xx")),
-             Catch::Contains("'w'") && Catch::Contains("unsupported dtype") && Catch::Contains("F8_E4M3"));
+  CHECK_THAT(
+      err(hs::test::safetensors_bytes(one_tensor("F8_E4M3", {2}, 0, 2), "xx")),
+      Catch::Contains("'w'") && Catch::Contains("unsupported dtype") && Catch::Contains("F8_E4M3"));
   CHECK_THAT(err(hs::test::safetensors_bytes(one_tensor("F32", {4}, 0, 16), f32_blob(3))),
              Catch::Contains("'w'") && Catch::Contains("out of range"));
   CHECK_THAT(err(hs::test::safetensors_bytes(one_tensor("F32", {4}, 8, 4), f32_blob(4))),
@@ -101,24 +105,27 @@ TEST_CASE("a truncated copy of a real checkpoint is rejected", "[safetensors]") 
   const auto bytes = hs::test::read_file(fixture("opt-tiny") + "/model.safetensors");
   hs::test::write_file(d.file("model.safetensors"), bytes.substr(0, bytes.size() - 100));
   hs::tensor_store s;
-  CHECK_THROWS_WITH(s.add_checkpoint_dir(d.path), Catch::Contains("out of range") &&
-                                                      Catch::Contains("truncated"));
+  CHECK_THROWS_WITH(s.add_checkpoint_dir(d.path),
+                    Catch::Contains("out of range") && Catch::Contains("truncated"));
 }
 
 TEST_CASE("sharded checkpoints load through the index", "[safetensors]") {
   hs::test::temp_dir d;
   // Two shards: tensor a in the first, b in the second.
-  hs::test::write_file(d.file("model-00001-of-00002.safetensors"),
-                       hs::test::safetensors_bytes(
-                           json{{"a", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}}},
-                           std::string("\0\0\x80\x3f\0\0\0\x40", 8)));
-  hs::test::write_file(d.file("model-00002-of-00002.safetensors"),
-                       hs::test::safetensors_bytes(
-                           json{{"b", {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 4}}}}},
-                           std::string("\0\0\x40\x40", 4)));
-  json index = {{"metadata", json::object()},
-                {"weight_map",
-                 {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
+  hs::test::write_file(
+      d.file("model-00001-of-00002.safetensors"),
+      hs::test::safetensors_bytes(
+          json{{"a", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}}},
+          std::string("\0\0\x80\x3f\0\0\0\x40", 8)));
+  hs::test::write_file(
+      d.file("model-00002-of-00002.safetensors"),
+      hs::test::safetensors_bytes(
+          json{{"b", {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 4}}}}},
+          std::string("\0\0\x40\x40", 4)));
+  json index = {
+      {"metadata", json::object()},
+      {"weight_map",
+       {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
   hs::test::write_file(d.file("model.safetensors.index.json"), index.dump());
   hs::tensor_store s;
   s.add_checkpoint_dir(d.path);
@@ -152,7 +159,8 @@ void rewrite_checkpoint(const hs::test::temp_dir& d, const std::function<void(js
   for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(bytes[i]);
   json h = json::parse(bytes.substr(8, n));
   edit(h);
-  hs::test::write_file(d.file("model.safetensors"), hs::test::safetensors_bytes(h, bytes.substr(8 + n)));
+  hs::test::write_file(d.file("model.safetensors"),
+                       hs::test::safetensors_bytes(h, bytes.substr(8 + n)));
 }
 }  // namespace
 
@@ -163,8 +171,8 @@ TEST_CASE("model loading errors name the tensor", "[model]") {
     rewrite_checkpoint(d, [](json& h) { h.erase("model.layers.1.mlp.up_proj.weight"); });
     auto m = hs::load_model(d.path);
     REQUIRE_FALSE(m.ok());
-    CHECK_THAT(m.error(), Catch::Contains("model.layers.1.mlp.up_proj.weight") &&
-                              Catch::Contains("missing"));
+    CHECK_THAT(m.error(),
+               Catch::Contains("model.layers.1.mlp.up_proj.weight") && Catch::Contains("missing"));
   }
   {
     hs::test::temp_dir d;
@@ -215,8 +223,10 @@ TEST_CASE("fixture models load with tokenizer and special tokens", "[model]") {
   // The fixture's prompt ids are the tokenizer's output with BOS first.
   const auto j = json::parse(hs::test::read_file(fixture("llama-tiny") + "/expected.json"));
   for (const auto& p : j["prompts"])
-    CHECK((*llama)->encode_prompt(p["text"].get<std::string>()) == p["ids"].get<std::vector<int32_t>>());
+    CHECK((*llama)->encode_prompt(p["text"].get<std::string>()) ==
+          p["ids"].get<std::vector<int32_t>>());
   const auto jo = json::parse(hs::test::read_file(fixture("opt-tiny") + "/expected.json"));
   for (const auto& p : jo["prompts"])
-    CHECK((*opt)->encode_prompt(p["text"].get<std::string>()) == p["ids"].get<std::vector<int32_t>>());
+    CHECK((*opt)->encode_prompt(p["text"].get<std::string>()) ==
+          p["ids"].get<std::vector<int32_t>>());
 }

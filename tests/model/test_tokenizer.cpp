@@ -7,6 +7,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -84,6 +85,55 @@ TEST_CASE("tokenizer reproduces the reference ids and text", "[tokenizer]") {
     CHECK(tok->encode(text) == ids);
     CHECK(tok->decode(ids) == c.at("decoded").get<std::string>());
   }
+}
+
+TEST_CASE("tokenizer agrees with an independent GPT-2 reference on more text", "[tokenizer]") {
+  // Ids from OpenAI's GPT-2 encoder algorithm (Python `regex` module, Unicode \s) run on the
+  // opt-tiny vocab and merges; that script reproduces every fixture case first. These cover
+  // non-ASCII whitespace (needs PCRE2_UCP), contractions in capitals, and non-ASCII digits.
+  const std::vector<std::pair<std::string, std::vector<int32_t>>> cases = {
+      {u8"a \u00a0b", {68, 224, 130, 258, 69}},
+      {u8"end \u3000!", {268, 71, 224, 163, 226, 226, 4}},
+      {u8"p\u2003\u2003 q", {83, 622, 229, 622, 229, 224, 84}},
+      {u8"u\u0085v", {88, 130, 231, 89}},
+      {u8"m\u2028n", {80, 622, 105, 81}},
+      {u8"\u00a0\u00a0x", {130, 258, 130, 258, 91}},
+      {"tab\t\tz \n\n end  ", {87, 68, 69, 201, 201, 93, 224, 202, 202, 714, 71, 260}},
+      {"THEY'RE ok'S", {55, 363, 60, 10, 53, 40, 826, 78, 10, 54}},
+      {u8"\u0663\u0664\u0665 \u2177 \u00b2",
+       {153, 100, 153, 101, 153, 102, 224, 162, 231, 119, 694, 114}},
+      {"hello</s>world </s> x<s>", {399, 378, 82, 2, 90, 267, 830, 224, 2, 224, 91, 0}},
+      {" \t", {224, 201}},
+  };
+  const auto tok = load_fixture("opt-tiny");
+  for (const auto& [text, ids] : cases) {
+    INFO(text);
+    CHECK(tok->encode(text) == ids);
+    CHECK(tok->decode(ids) == text);
+  }
+}
+
+TEST_CASE("BPE merges equal-rank pairs leftmost first", "[tokenizer]") {
+  // A minimal byte-level model: the 256 byte characters, then "aa" and "aaaa".
+  json vocab = json::object();
+  for (unsigned b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+  vocab["aa"] = 256;
+  vocab["aaaa"] = 257;
+  const json j = {
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", vocab},
+        {"merges", json::array({json::array({"a", "a"}), json::array({"aa", "aa"})})}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+      {"added_tokens", json::array()},
+  };
+  const auto tok = from_json(j, "tiny.json");
+  CHECK(tok->vocab_size() == 258);
+  // Leftmost first: aa|a, then aa|aa|a -> aaaa|a (rightmost first would give a|aaaa).
+  CHECK(tok->encode("aaa") == std::vector<int32_t>{256, 'a'});
+  CHECK(tok->encode("aaaaa") == std::vector<int32_t>{257, 'a'});
+  CHECK(tok->encode("aaaaaa") == std::vector<int32_t>{257, 256});
+  CHECK(tok->decode({257, 'a', 256}) == "aaaaaaa");
 }
 
 TEST_CASE("special tokens written in the text become their ids", "[tokenizer]") {
@@ -254,6 +304,12 @@ TEST_CASE("bad tokenizer files fail with the file named", "[tokenizer][errors]")
   auto r2 = hs::tokenizer::from_json_text(wrong_pre.dump(), "meta/tokenizer.json");
   REQUIRE_FALSE(r2.ok());
   CHECK_THAT(r2.error(), Catch::Contains("meta/tokenizer.json") && Catch::Contains("Metaspace"));
+
+  json normalized = good;
+  normalized["normalizer"] = {{"type", "NFC"}};
+  auto rn = hs::tokenizer::from_json_text(normalized.dump(), "nfc/tokenizer.json");
+  REQUIRE_FALSE(rn.ok());
+  CHECK_THAT(rn.error(), Catch::Contains("nfc/tokenizer.json") && Catch::Contains("NFC"));
 
   json no_vocab = good;
   no_vocab["model"].erase("vocab");
