@@ -5,7 +5,6 @@
 #include <array>
 #include <cstdint>
 #include <fstream>
-#include <limits>
 #include <mutex>
 #include <queue>
 #include <sstream>
@@ -32,6 +31,8 @@ constexpr std::size_t kMaxCachedPiece = 256;
 // The cache is dropped wholesale when it grows past this, so memory stays bounded on
 // adversarial input without the bookkeeping of an LRU.
 constexpr std::size_t kMaxCacheEntries = 1 << 16;
+// Ids index dense tables; a corrupt id must not turn into a multi-gigabyte allocation.
+constexpr int64_t kMaxTokenId = 1 << 24;
 
 // GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100.. in byte order, so every byte becomes a visible character in vocab strings.
@@ -43,26 +44,6 @@ std::array<char32_t, 256> make_byte_to_cp() {
     map[b] = printable ? static_cast<char32_t>(b) : next_extra++;
   }
   return map;
-}
-
-// Decodes one code point of well-formed UTF-8; false on anything ill-formed (the caller then
-// falls back to raw bytes, as HF's ByteLevel decoder does).
-bool next_codepoint(const std::string& s, std::size_t& i, char32_t& cp) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  std::size_t len = b0 < 0x80           ? 1
-                    : (b0 >> 5) == 0x6  ? 2
-                    : (b0 >> 4) == 0xE  ? 3
-                    : (b0 >> 3) == 0x1E ? 4
-                                        : 0;
-  if (len == 0 || i + len > s.size()) return false;
-  cp = len == 1 ? b0 : len == 2 ? (b0 & 0x1F) : len == 3 ? (b0 & 0x0F) : (b0 & 0x07);
-  for (std::size_t k = 1; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xC0) != 0x80) return false;
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  i += len;
-  return true;
 }
 
 uint64_t pair_key(int32_t a, int32_t b) {
@@ -101,9 +82,8 @@ struct tokenizer::impl {
 
   std::string source;  // file name for error messages
   std::unordered_map<std::string, int32_t> vocab;
-  std::vector<std::string> id_to_token;  // as written in vocab / added tokens
-  std::vector<std::string> id_bytes;     // what each id decodes to
-  std::vector<char> has_token;           // ids can have holes in odd files
+  std::vector<std::string> id_bytes;  // what each id decodes to
+  std::vector<char> has_token;        // ids can have holes in odd files
   std::vector<char> special;
   std::unordered_map<uint64_t, merge_rule> merges;
   std::array<char32_t, 256> byte_to_cp = make_byte_to_cp();
@@ -191,41 +171,43 @@ void tokenizer::impl::parse_vocab(const json& model) {
   if (!v || !v->is_object()) throw error(source + ": model.vocab missing or not an object");
   int64_t max_id = -1;
   for (auto it = v->begin(); it != v->end(); ++it) {
+    if (!it.value().is_number_integer())
+      throw error(source + ": vocab entry \"" + it.key() + "\" has a non-integer id");
     const int64_t id = it.value().get<int64_t>();
-    if (id < 0 || id >= std::numeric_limits<int32_t>::max())
-      throw error(source + ": vocab id " + std::to_string(id) + " of " + it.key() + " is invalid");
+    if (id < 0 || id >= kMaxTokenId)
+      throw error(source + ": vocab id " + std::to_string(id) + " of \"" + it.key() +
+                  "\" is out of range");
     vocab.emplace(it.key(), static_cast<int32_t>(id));
     max_id = std::max(max_id, id);
   }
   // Added tokens may lie past the vocab; parse_added grows these tables.
   const std::size_t n = static_cast<std::size_t>(max_id + 1);
-  id_to_token.assign(n, {});
   id_bytes.assign(n, {});
   has_token.assign(n, 0);
   special.assign(n, 0);
 
-  std::array<int, 324> cp_to_byte;  // the map's image is U+0000..U+0143
-  cp_to_byte.fill(-1);
-  for (int b = 0; b < 256; ++b) cp_to_byte[byte_to_cp[b]] = b;
-  for (const auto& [tok, id] : vocab) {
-    id_to_token[id] = tok;
-    has_token[id] = 1;
-    // HF's ByteLevel decoder: a token with any character outside the byte map is kept as
-    // its own UTF-8 rather than mapped.
-    std::string bytes;
-    bool mapped = true;
-    for (std::size_t i = 0; i < tok.size() && mapped;) {
-      char32_t cp = 0;
-      mapped = next_codepoint(tok, i, cp) && cp < cp_to_byte.size() && cp_to_byte[cp] >= 0;
-      if (mapped) bytes += static_cast<char>(cp_to_byte[cp]);
-    }
-    id_bytes[id] = mapped ? bytes : tok;
-  }
+  std::unordered_map<std::string, char> char_to_byte;
   for (int b = 0; b < 256; ++b) {
     std::string ch;
     utf8::append_codepoint(ch, byte_to_cp[b]);
+    char_to_byte.emplace(ch, static_cast<char>(b));
     auto it = vocab.find(ch);
     byte_id[b] = it == vocab.end() ? -1 : it->second;
+  }
+  for (const auto& [tok, id] : vocab) {
+    has_token[id] = 1;
+    // Mapped characters are all below U+0800, so one or two bytes long. As in HF's ByteLevel
+    // decoder, a token with any other character is kept as its own UTF-8.
+    std::string bytes;
+    bool mapped = true;
+    for (std::size_t i = 0; i < tok.size() && mapped;) {
+      const std::size_t len = static_cast<unsigned char>(tok[i]) < 0x80 ? 1 : 2;
+      auto it = char_to_byte.find(tok.substr(i, len));
+      mapped = it != char_to_byte.end();
+      if (mapped) bytes += it->second;
+      i += len;
+    }
+    id_bytes[id] = mapped ? bytes : tok;
   }
 }
 
@@ -236,17 +218,16 @@ void tokenizer::impl::parse_added(const json& root) {
   for (const json& t : *list) {
     const int64_t id = t.at("id").get<int64_t>();
     std::string content = t.at("content").get<std::string>();
-    if (id < 0 || id >= std::numeric_limits<int32_t>::max())
-      throw error(source + ": added token " + content + " has invalid id " + std::to_string(id));
+    if (id < 0 || id >= kMaxTokenId)
+      throw error(source + ": added token " + content + " has out-of-range id " +
+                  std::to_string(id));
     const auto i = static_cast<std::size_t>(id);
-    if (i >= id_to_token.size()) {
-      id_to_token.resize(i + 1);
+    if (i >= id_bytes.size()) {
       id_bytes.resize(i + 1);
       has_token.resize(i + 1, 0);
       special.resize(i + 1, 0);
     }
     // Added tokens win over a vocab entry with the same id, as in HF.
-    id_to_token[i] = content;
     id_bytes[i] = content;
     has_token[i] = 1;
     special[i] = t.value("special", false) ? 1 : 0;
@@ -307,7 +288,7 @@ void tokenizer::impl::compile_regex() {
 }
 
 void tokenizer::impl::check_id(int32_t id) const {
-  const auto v = static_cast<int64_t>(id_to_token.size());
+  const auto v = static_cast<int64_t>(id_bytes.size());
   if (id < 0 || id >= v)
     throw error("token id " + std::to_string(id) + " out of range [0, " + std::to_string(v) +
                 ") of tokenizer " + source);
@@ -437,14 +418,12 @@ tokenizer::tokenizer() : impl_(std::make_unique<impl>()) {}
 tokenizer::~tokenizer() = default;
 
 result<std::shared_ptr<const tokenizer>> tokenizer::load(const std::string& tokenizer_json_path) {
+  using loaded = result<std::shared_ptr<const tokenizer>>;
   std::ifstream in(tokenizer_json_path, std::ios::binary);
-  if (!in)
-    return result<std::shared_ptr<const tokenizer>>::failure(tokenizer_json_path +
-                                                             ": cannot open tokenizer file");
+  if (!in) return loaded::failure(tokenizer_json_path + ": cannot open tokenizer file");
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad())
-    return result<std::shared_ptr<const tokenizer>>::failure(tokenizer_json_path + ": read error");
+  if (in.bad()) return loaded::failure(tokenizer_json_path + ": read error");
   return from_json_text(text.str(), tokenizer_json_path);
 }
 
@@ -503,7 +482,7 @@ std::string tokenizer::token_bytes(int32_t id) const {
 }
 
 int32_t tokenizer::vocab_size() const {
-  return static_cast<int32_t>(impl_->id_to_token.size());
+  return static_cast<int32_t>(impl_->id_bytes.size());
 }
 
 bool tokenizer::is_special(int32_t id) const {

@@ -22,7 +22,7 @@ class tokenizer {
   ~tokenizer();
 
   /// Text to ids; special tokens written in the text (e.g. "</s>") become their ids.
-  /// Never adds BOS: the caller does that (see `bos_id`).
+  /// Never adds BOS: the caller does that (see model::encode_prompt).
   std::vector<int32_t> encode(const std::string& text) const;
   /// Ids to text. Invalid UTF-8 from partial byte tokens becomes U+FFFD (Python's
   /// errors="replace"). Special tokens are dropped when `skip_special` is true.
