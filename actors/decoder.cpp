@@ -1,0 +1,167 @@
+// The decoder: one pass over the weights per run message. Per layer it asks the loader for
+// the weights, stages host-tier cache, hands activation blocks to the recompute engine and
+// enqueues attention and FFN once both answered; then samples. It never waits on the device:
+// completion of the pass comes back as a message from a backend callback.
+#include <chrono>
+#include <map>
+
+#include "hybridserve/actors.hpp"
+
+namespace hs {
+namespace {
+
+struct decoder_state {
+  backend* be = nullptr;
+  std::shared_ptr<const model> m;
+  loader_actor loader;
+  recompute_actor recompute;
+  accountant_actor accountant;
+  head_weights head;
+  std::map<int64_t, sampler> samplers;  // per sequence: seeded generators persist across passes
+  // The pass in flight.
+  std::unique_ptr<step_pipeline> pipe;
+  step_items items;
+  caf::typed_response_promise<step_outcome> promise;
+  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // out-of-order arrivals
+  int32_t next_compute = 0;
+  std::chrono::steady_clock::time_point t0;
+  static inline const char* name = "decoder";
+};
+
+using decoder_ptr = decoder_actor::stateful_pointer<decoder_state>;
+
+void fail_step(decoder_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (st.pipe) st.be->synchronize();  // buffers may still be read by enqueued work
+  st.pipe.reset();
+  step_outcome o;
+  o.step = st.items.step;
+  o.error = why;
+  for (const auto& it : st.items.items) {
+    o.seqs.push_back(it.seq);
+    o.tokens.push_back(-1);
+  }
+  st.promise.deliver(o);
+}
+
+// Enqueues attention/FFN of every layer whose rebuild event arrived, in layer order.
+void compute_ready_layers(decoder_ptr self) {
+  auto& st = self->state;
+  const int32_t L = st.m->config.n_layer;
+  while (st.pipe && st.rebuilt.count(st.next_compute)) {
+    auto node = st.rebuilt.extract(st.next_compute);
+    const auto& [ready, rebuilt] = node.mapped();
+    const event_ref done = st.pipe->compute_layer(ready, rebuilt);
+    self->send(st.loader, release_atom::value, ready.layer, done);
+    if (++st.next_compute == L) {
+      const event_ref fin = st.pipe->finish();
+      const int64_t step = st.items.step;
+      auto me = caf::actor_cast<caf::actor>(self);
+      st.be->on_done(fin, [me, step] { caf::anon_send(me, sampled_atom::value, step); });
+    }
+  }
+}
+
+void start_step(decoder_ptr self, step_layout layout) {
+  auto& st = self->state;
+  try {
+    st.pipe = std::make_unique<step_pipeline>(*st.be, st.m, std::move(layout));
+    st.pipe->begin(st.head.norm_w, st.head.norm_b, st.head.head);
+  } catch (const std::exception& e) {
+    return fail_step(self, e.what());
+  }
+  st.next_compute = 0;
+  st.rebuilt.clear();
+  const int64_t step = st.items.step;
+  for (int32_t j = 0; j < st.m->config.n_layer; ++j) {
+    self->request(st.loader, caf::infinite, load_atom::value, step, j)
+        .then([=](const layer_ready& r) {
+          auto& s = self->state;
+          if (!s.pipe || r.step != s.items.step) {  // pass abandoned: free the ring slot
+            self->send(s.loader, release_atom::value, r.layer, event_ref{});
+            return;
+          }
+          const rebuild_job job = s.pipe->load_cache(r);
+          self->request(s.recompute, caf::infinite, rebuild_atom::value, job)
+              .then([=](const event_ref& e) {
+                if (!self->state.pipe || r.step != self->state.items.step) {
+                  self->send(self->state.loader, release_atom::value, r.layer, e);
+                  return;
+                }
+                self->state.rebuilt.emplace(r.layer, std::make_pair(r, e));
+                compute_ready_layers(self);
+              });
+        });
+  }
+}
+
+decoder_actor::behavior_type decoder(decoder_ptr self, backend* be,
+                                     std::shared_ptr<const model> m, loader_actor loader,
+                                     recompute_actor recompute, accountant_actor accountant,
+                                     head_weights head) {
+  auto& st = self->state;
+  st.be = be;
+  st.m = std::move(m);
+  st.loader = loader;
+  st.recompute = recompute;
+  st.accountant = accountant;
+  st.head = head;
+  return {
+      [=](run_atom, const step_items& items) -> caf::result<step_outcome> {
+        auto& s = self->state;
+        s.promise = self->make_response_promise<step_outcome>();
+        s.items = items;
+        s.t0 = std::chrono::steady_clock::now();
+        for (std::size_t i = 0; i < items.items.size(); ++i)
+          if (!s.samplers.count(items.items[i].seq))
+            s.samplers.emplace(items.items[i].seq, sampler(items.sampling[i]));
+        self->request(s.accountant, caf::infinite, prepare_atom::value, items)
+            .then([=](const step_layout& layout) {
+              if (layout.error.empty()) start_step(self, layout);
+              else fail_step(self, layout.error);
+            },
+            [=](const caf::error& e) { fail_step(self, self->system().render(e)); });
+        return s.promise;
+      },
+      [=](sampled_atom, int64_t step) {
+        auto& s = self->state;
+        if (!s.pipe || step != s.items.step) return;
+        step_outcome o;
+        o.step = step;
+        const auto& logits = s.pipe->logits();
+        const int64_t V = s.m->config.vocab;
+        std::size_t row = 0;
+        std::vector<int64_t> seqs, counts;
+        for (const auto& it : s.items.items) {
+          int32_t tok = -1;
+          if (it.want_logits && !it.tokens.empty()) {
+            tok = s.samplers.at(it.seq).sample(logits.data() + row * std::size_t(V), V);
+            ++row;
+          }
+          o.seqs.push_back(it.seq);
+          o.tokens.push_back(tok);
+          seqs.push_back(it.seq);
+          counts.push_back(int64_t(it.tokens.size()));
+        }
+        o.new_tokens = s.pipe->new_tokens();
+        o.rebuilt_rows = s.pipe->rebuilt_rows() * s.m->config.n_layer;
+        o.h2d_bytes = s.pipe->host_to_device_bytes();
+        o.d2h_bytes = s.pipe->device_to_host_bytes();
+        o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t0).count();
+        s.pipe.reset();
+        self->send(s.accountant, commit_atom::value, seqs, counts);
+        s.promise.deliver(o);
+      },
+      [=](forget_atom, int64_t seq) { self->state.samplers.erase(seq); },
+  };
+}
+
+}  // namespace
+
+decoder_actor spawn_decoder(caf::actor_system& sys, backend* be, std::shared_ptr<const model> m,
+                            loader_actor loader, recompute_actor recompute,
+                            accountant_actor accountant, head_weights head) {
+  return sys.spawn(decoder, be, std::move(m), loader, recompute, accountant, head);
+}
+
+}  // namespace hs

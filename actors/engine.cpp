@@ -1,0 +1,177 @@
+// The composition root: backend, calibration, placement, actor system and the five actors.
+#include "hybridserve/engine.hpp"
+
+#include <map>
+
+#include "hybridserve/actors.hpp"
+#include "hybridserve/cpu_backend.hpp"
+#include "hybridserve/weight_placement.hpp"
+
+namespace hs {
+
+std::unique_ptr<backend> make_cuda_backend_if_built(std::size_t budget, std::string& why);
+
+struct engine::impl {
+  std::shared_ptr<const model> m;
+  std::unique_ptr<backend> be;
+  calibration cal;
+  head_weights head;
+  std::shared_ptr<weight_placement> weights;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  accountant_actor accountant;
+  loader_actor loader;
+  recompute_actor recompute;
+  decoder_actor decoder;
+  intake_actor intake;
+
+  ~impl() {
+    if (sys) {
+      for (auto a : {caf::actor_cast<caf::actor>(intake), caf::actor_cast<caf::actor>(decoder),
+                     caf::actor_cast<caf::actor>(recompute), caf::actor_cast<caf::actor>(loader),
+                     caf::actor_cast<caf::actor>(accountant)})
+        if (a) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+      sys->await_all_actors_done();
+    }
+    if (be) be->synchronize();
+    weights.reset();
+    sys.reset();
+  }
+};
+
+namespace {
+
+std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t budget) {
+  if (kind == "cpu") return make_cpu_backend(budget);
+  std::string why;
+  auto cuda = make_cuda_backend_if_built(budget, why);
+  if (cuda) return cuda;
+  if (kind == "auto") return make_cpu_backend(budget);
+  throw error("backend 'cuda' unavailable: " + why);
+}
+
+}  // namespace
+
+engine::engine(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+engine::~engine() = default;
+const model& engine::get_model() const { return *impl_->m; }
+
+result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
+                                              const engine_options& o) {
+  return capture([&]() -> std::unique_ptr<engine> {
+    if (o.backend != "cpu" && o.backend != "cuda" && o.backend != "auto")
+      throw error("backend '" + o.backend + "' unknown (cpu, cuda, auto)");
+    if (o.block_size <= 0) throw error("block_size must be positive");
+    if (o.max_batch <= 0 || o.max_step_tokens <= 0) throw error("batch limits must be positive");
+    auto p = std::make_unique<impl>();
+    p->m = m;
+    const std::size_t budget =
+        o.device_budget > 0 ? std::size_t(o.device_budget) : (std::size_t(1) << 50);
+    if (o.cal) {
+      p->cal = *o.cal;
+    } else {
+      auto scratch = make_backend(o.backend, std::size_t(1) << 50);
+      p->cal = measure_calibration(*scratch, m->config);
+    }
+    p->be = make_backend(o.backend, budget);
+    p->cal.cache_elem_bytes = p->cal.weight_elem_bytes = p->be->elem_bytes();
+
+    // The first plan, for the workload hint; the accountant re-plans as requests come.
+    cache_policy policy;
+    policy.auto_ratio = o.auto_ratio;
+    policy.kv_ratio = o.kv_ratio;
+    policy.block_size = o.block_size;
+    budgets limits{int64_t(budget), o.host_budget};
+    step_workload hint;
+    hint.context.assign(std::size_t(std::max<int64_t>(1, o.batch_hint)), o.context_hint);
+    hint.new_tokens = int64_t(hint.context.size());
+    const auto plan = make_plan(m->config, hint, limits, p->cal, policy);
+    const int resident = o.resident_layers >= 0 ? o.resident_layers
+                         : plan.feasible         ? plan.resident_layers
+                                                 : 0;
+    p->weights = std::make_shared<weight_placement>(*p->be, m, resident, std::max(1, o.ring_slots));
+    p->be->synchronize();
+
+    accountant_options ao;
+    ao.policy = policy;
+    ao.limits = limits;
+    ao.cal = p->cal;
+    ao.batch_hint = o.batch_hint;
+    ao.context_hint = o.context_hint;
+    if (o.device_cache_cap >= 0) {
+      ao.device_cache_cap = o.device_cache_cap;
+    } else {
+      // What the plan gives the cache, but never the room the passes' buffers need.
+      const int64_t left = int64_t(budget) - int64_t(p->be->device_used()) -
+                           plan.workspace_bytes - plan.staging_bytes;
+      ao.device_cache_cap = std::max<int64_t>(0, std::min(plan.device_cache_bytes, left));
+    }
+
+    if (o.scheduler_threads > 0) p->cfg.set("scheduler.max-threads", o.scheduler_threads);
+    p->sys = std::make_unique<caf::actor_system>(p->cfg);
+    auto& sys = *p->sys;
+    p->head = head_weights{p->weights->final_norm_w(), p->weights->final_norm_b(),
+                           p->weights->head(), p->weights->resident_layers(),
+                           p->weights->ring_slots(), p->weights->device_bytes()};
+    p->accountant = spawn_cache_accountant(sys, p->be.get(), m, ao);
+    p->loader = spawn_layer_loader(sys, p->be.get(), p->weights);
+    p->recompute = spawn_recompute_engine(sys, p->be.get(), m);
+    p->decoder = spawn_decoder(sys, p->be.get(), m, p->loader, p->recompute, p->accountant, p->head);
+    intake_options io;
+    io.max_batch = o.max_batch;
+    io.max_step_tokens = o.max_step_tokens;
+    io.max_queue = o.max_queue;
+    p->intake = spawn_request_intake(sys, m, p->decoder, p->accountant, io);
+    return std::unique_ptr<engine>(new engine(std::move(p)));
+  });
+}
+
+std::vector<finished_event> engine::generate(const std::vector<generation_request>& reqs,
+                                             const engine_token_callback& on_token) {
+  caf::scoped_actor self{*impl_->sys};
+  std::map<int64_t, std::size_t> index;
+  std::vector<finished_event> out(reqs.size());
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    self->request(impl_->intake, caf::infinite, submit_atom::value, reqs[i])
+        .receive([&](int64_t id) { index[id] = i; },
+                 [&](caf::error& e) {
+                   out[i].result.reason = finish_reason::error;
+                   out[i].result.error = self->system().render(e);
+                 });
+  }
+  std::size_t left = index.size();
+  while (left > 0) {
+    self->receive(
+        [&](token_atom, const token_event& e) {
+          if (on_token) on_token(index.at(e.request), e.token);
+        },
+        [&](finished_atom, const finished_event& e) {
+          out[index.at(e.request)] = e;
+          --left;
+        });
+  }
+  return out;
+}
+
+engine_report engine::report() {
+  caf::scoped_actor self{*impl_->sys};
+  engine_report r;
+  r.cal = impl_->cal;
+  r.weights = impl_->head;
+  r.backend = impl_->be->name();
+  self->request(impl_->accountant, caf::infinite, usage_atom::value)
+      .receive([&](const cache_report& c) { r.cache = c; }, [&](caf::error&) {});
+  self->request(impl_->intake, caf::infinite, stats_atom::value)
+      .receive([&](const intake_stats& s) { r.intake = s; }, [&](caf::error&) {});
+  return r;
+}
+
+cache_report engine::set_ratio(double ratio) {
+  caf::scoped_actor self{*impl_->sys};
+  cache_report r;
+  self->request(impl_->accountant, caf::infinite, ratio_atom::value, ratio)
+      .receive([&](const cache_report& c) { r = c; }, [&](caf::error&) {});
+  return r;
+}
+
+}  // namespace hs

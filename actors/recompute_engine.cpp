@@ -1,0 +1,33 @@
+// The recompute engine: for every cache block held as activations, rebuilds the layer's K and
+// V (norm, x @ [Wk|Wv] + bias, RoPE) into the attention workspace on its own stream, starting
+// as soon as the layer's Wk|Wv are on the device -- while the rest of the layer still streams.
+#include "hybridserve/actors.hpp"
+
+namespace hs {
+namespace {
+
+struct recompute_state {
+  int64_t jobs = 0, rows = 0;
+  static inline const char* name = "recompute_engine";
+};
+
+recompute_actor::behavior_type recompute_engine(
+    recompute_actor::stateful_pointer<recompute_state> self, backend* be,
+    std::shared_ptr<const model> m) {
+  return {
+      [=](rebuild_atom, const rebuild_job& job) -> event_ref {
+        self->state.jobs += 1;
+        self->state.rows += job.M;
+        return enqueue_rebuild(*be, m->config, job);
+      },
+  };
+}
+
+}  // namespace
+
+recompute_actor spawn_recompute_engine(caf::actor_system& sys, backend* be,
+                                       std::shared_ptr<const model> m) {
+  return sys.spawn(recompute_engine, be, std::move(m));
+}
+
+}  // namespace hs

@@ -1,0 +1,140 @@
+// The backend interface: device memory within a budget, streams ordered by events, and every
+// op of the forward pass and of the K/V rebuild. The CPU backend implements it with worker
+// threads and a budgeted host arena; the CUDA backend with CUDA streams, events and kernels.
+// Actors talk to the device only through this interface.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hybridserve/model_config.hpp"
+#include "hybridserve/tensor.hpp"
+
+namespace hs {
+
+/// Streams: copies run on their own streams so they overlap compute; `rebuild` lets the
+/// K/V rebuild of layer j+1 overlap the attention/FFN of layer j.
+enum class stream { compute, rebuild, h2d, d2h };
+constexpr int k_stream_count = 4;
+const char* stream_name(stream s);
+
+/// An opaque completion marker recorded on a stream.
+class device_event {
+ public:
+  virtual ~device_event() = default;
+  virtual bool done() const = 0;
+};
+using event_ref = std::shared_ptr<device_event>;
+
+/// Per-row destinations of a scatter (device pointers, one row each).
+using row_ptrs = std::vector<void*>;
+
+/// Paged attention arguments: layout as attention_paged_cpu (kernels_cpu.hpp), device pointers.
+struct attention_args {
+  std::vector<int32_t> q_start;  // [n_seq + 1]
+  std::vector<int32_t> ctx_len;  // [n_seq]
+  std::vector<int32_t> blk_start;  // [n_seq]
+  std::vector<const void*> k_blocks, v_blocks;  // device pointers, [block_size, n_kv, D] each
+  int64_t n_head = 0, n_kv = 0, head_dim = 0, block_size = 0;
+  float scale = 1.f;
+};
+
+/// Device-side copies of one layer's weights, all in the backend's element type, laid out in
+/// one buffer with Wk|Wv (and bk|bv) first so they can arrive before the rest.
+struct device_layer {
+  const void* wkv = nullptr;  // [2 * kv_dim, hidden]: Wk rows then Wv rows
+  const void* bkv = nullptr;  // [2 * kv_dim] or null
+  const void* attn_norm_w = nullptr, *attn_norm_b = nullptr;  // [hidden]
+  const void* wq = nullptr, *bq = nullptr;                    // [q_dim, hidden], [q_dim]
+  const void* wo = nullptr, *bo = nullptr;                    // [hidden, q_dim], [hidden]
+  const void* ffn_norm_w = nullptr, *ffn_norm_b = nullptr;
+  const void* w_up = nullptr, *b_up = nullptr, *w_gate = nullptr, *b_gate = nullptr;
+  const void* w_down = nullptr, *b_down = nullptr;
+};
+
+class backend {
+ public:
+  virtual ~backend() = default;
+  virtual std::string name() const = 0;
+  /// Bytes per element of device activations, weights and cache (4 on CPU, 2 on CUDA).
+  virtual int elem_bytes() const = 0;
+
+  // ---- memory
+  /// Device memory; throws hs::error naming `what` when the budget or the device is exhausted.
+  virtual void* device_alloc(std::size_t bytes, const std::string& what) = 0;
+  virtual void device_free(void* p) = 0;
+  virtual std::size_t device_budget() const = 0;
+  virtual std::size_t device_used() const = 0;
+  virtual std::size_t device_peak() const = 0;
+  virtual void reset_peak() = 0;
+  /// Host memory the device can copy from at full speed (pinned on CUDA).
+  virtual std::shared_ptr<void> host_alloc(std::size_t bytes) = 0;
+
+  // ---- ordering
+  virtual event_ref record(stream s) = 0;
+  /// Work enqueued on `s` after this call starts only when `e` is done.
+  virtual void wait(stream s, const event_ref& e) = 0;
+  /// Runs `fn` on a backend thread once `e` is done (immediately if it already is). Used to
+  /// turn completion into an actor message; never blocks the caller.
+  virtual void on_done(const event_ref& e, std::function<void()> fn) = 0;
+  /// Blocks until every stream is idle (shutdown and tests only).
+  virtual void synchronize() = 0;
+
+  // ---- transfers (enqueued on stream s)
+  /// Host tensor (F16/BF16/F32) -> device buffer in elem type; `dst` holds t.numel() elems.
+  virtual void upload_tensor(stream s, void* dst, const tensor_view& t) = 0;
+  /// Raw byte copy in any direction (host <-> device, device <-> device).
+  virtual void copy(stream s, void* dst, const void* src, std::size_t bytes) = 0;
+  /// Copies row i of `src` (rows `src_stride` bytes apart) to dst[i], `row_bytes` each.
+  virtual void scatter_rows(stream s, const void* src, std::size_t src_stride,
+                            std::size_t row_bytes, row_ptrs dst) = 0;
+  /// Copies src[i] to row i of `dst` ([rows, row_bytes] contiguous).
+  virtual void gather_rows(stream s, std::vector<const void*> src, std::size_t row_bytes,
+                           void* dst) = 0;
+
+  // ---- ops (enqueued on stream s; pointers are device pointers in elem type)
+  /// x[M, H] = tok[ids] (+ pos[positions + 2] for OPT). Tables are host tensors.
+  virtual void embed(stream s, const tensor_view& tok, const tensor_view* pos,
+                     std::vector<int32_t> ids, std::vector<int32_t> positions, void* x) = 0;
+  /// LayerNorm (b may be null) or RMSNorm (rms = true) over rows of [M, H].
+  virtual void norm(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                    int64_t H, float eps, bool rms) = 0;
+  /// y[M, N] = x[M, K] @ w[N, K]^T (+ b).
+  virtual void linear(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                      int64_t N, int64_t K) = 0;
+  /// RoPE in place on x[M, heads, D] (row stride `row_stride` elements), positions[M].
+  virtual void rope(stream s, void* x, int64_t row_stride, std::vector<int32_t> positions,
+                    int64_t heads, int64_t D, float theta) = 0;
+  virtual void relu(stream s, void* x, int64_t n) = 0;
+  /// out = silu(gate) * up, [n].
+  virtual void silu_mul(stream s, const void* gate, const void* up, void* out, int64_t n) = 0;
+  /// x += y, [n].
+  virtual void add(stream s, void* x, const void* y, int64_t n) = 0;
+  /// out[rows, n_head, D] = paged causal attention (see attention_args).
+  virtual void attention(stream s, const void* q, void* out, attention_args a) = 0;
+  /// The K/V rebuild: for activation rows act[M, H]: kv = norm(act) @ Wkv^T + bkv, RoPE on the
+  /// K half at `positions`, then K row i -> k_dst[i], V row i -> v_dst[i]. `scratch` holds
+  /// M * (H + 2 * kv_dim) elems.
+  virtual void kv_rebuild(stream s, const model_config& cfg, const device_layer& w,
+                          const void* act, int64_t M, std::vector<int32_t> positions,
+                          row_ptrs k_dst, row_ptrs v_dst, void* scratch) = 0;
+  /// Final norm + LM head on rows x[R, H] -> float logits[R, vocab] in host memory.
+  virtual void logits(stream s, const model_config& cfg, const void* x, int64_t R,
+                      const void* norm_w, const void* norm_b, const void* head,
+                      float* host_logits) = 0;
+};
+
+/// Loads the host tensors of layer j into `dst` (a device buffer of layer_device_bytes()).
+/// Enqueues Wk|Wv first, records `kv_ready`, then the rest; returns the pointers into dst.
+struct layer_upload {
+  device_layer ptrs;
+  event_ref kv_ready, all_ready;
+};
+std::size_t layer_device_elems(const model_config& cfg);
+layer_upload upload_layer(backend& be, stream s, const model_config& cfg,
+                          const struct layer_weights& w, void* dst);
+
+}  // namespace hs

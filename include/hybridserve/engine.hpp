@@ -1,0 +1,70 @@
+// The engine: a backend plus the five pipeline actors, behind a CAF-free interface so tools,
+// front ends and tests need not compile CAF headers.
+#pragma once
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hybridserve/messages.hpp"
+
+namespace hs {
+
+struct engine_options {
+  std::string backend = "cpu";   // cpu | cuda | auto (cuda when a GPU is present)
+  int64_t device_budget = 0;     // bytes; 0 = the whole model fits (weights + cache + buffers)
+  int64_t host_budget = 0;       // bytes of host cache; 0 = unlimited
+  bool auto_ratio = true;
+  double kv_ratio = 1.0;         // when !auto_ratio
+  int block_size = 16;
+  int max_batch = 64;
+  int max_step_tokens = 2048;
+  int max_queue = 1024;
+  int resident_layers = -1;      // -1: the plan decides
+  int ring_slots = 2;
+  int64_t device_cache_cap = -1; // -1: the plan decides
+  std::optional<calibration> cal;  // measured at start when absent
+  int64_t batch_hint = 8, context_hint = 256;  // workload the first plan assumes
+  int scheduler_threads = 0;     // CAF workers; 0 = CAF's default
+};
+
+/// Everything the admin console and metrics show.
+struct engine_report {
+  cache_report cache;
+  intake_stats intake;
+  head_weights weights;
+  calibration cal;
+  std::string backend;
+};
+
+/// Callback for streamed tokens of generate(): (index of the request in the batch, token id).
+using engine_token_callback = std::function<void(std::size_t, int32_t)>;
+
+class engine {
+ public:
+  /// Creates the backend, measures it (unless options.cal is given), plans placement, uploads
+  /// the resident weights and spawns the actors. Errors name what does not fit.
+  static result<std::unique_ptr<engine>> start(std::shared_ptr<const model> m,
+                                               const engine_options& o);
+  ~engine();
+
+  /// Submits every request, waits for all of them; tokens stream through `on_token`.
+  std::vector<finished_event> generate(const std::vector<generation_request>& reqs,
+                                       const engine_token_callback& on_token = {});
+  engine_report report();
+  /// ratio < 0: automatic. Takes effect at the next pass.
+  cache_report set_ratio(double ratio);
+  const model& get_model() const;
+
+  struct impl;
+
+ private:
+  explicit engine(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+/// Times copies and GEMMs on a backend: the figures the cost model uses.
+calibration measure_calibration(backend& be, const model_config& cfg);
+
+}  // namespace hs

@@ -1,0 +1,120 @@
+// One pass over the weights, as the named verbs the actors exchange messages about:
+//   loader:    upload weights of layer j (K/V projection first)        -> layer_ready
+//   decoder:   load_cache(j)   host-tier KV/act blocks -> workspace set j % 2
+//   recompute: rebuild(j)      act rows -> K/V in workspace slots      -> rebuilt event
+//   decoder:   compute_layer(j) projections, attention, FFN, store new cache rows
+// Everything is enqueued on backend streams ordered by events; nothing here blocks.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hybridserve/backend.hpp"
+#include "hybridserve/cache_pool.hpp"
+#include "hybridserve/model.hpp"
+
+namespace hs {
+
+/// New tokens of one sequence in one pass (a prefill chunk or one decode token).
+struct step_item {
+  int64_t seq = 0;
+  std::vector<int32_t> tokens;
+  int64_t past = 0;          // tokens already in its cache
+  bool want_logits = false;  // sample after this pass (decode, or the last prefill chunk)
+};
+
+/// What the accountant hands the decoder for one pass: the items and a snapshot of each
+/// item's block table (blocks already reserved for the new tokens).
+struct step_layout {
+  int64_t step = 0;
+  std::vector<step_item> items;
+  std::vector<std::vector<cache_block>> blocks;  // per item, in position order
+  int block_size = 16;
+  std::size_t kv_layer_bytes = 0, act_layer_bytes = 0;
+  std::string error;  // non-empty: no room for this pass
+};
+
+/// Weights of one layer on the device and when they are usable.
+struct layer_ready {
+  int64_t step = 0;
+  int layer = 0;
+  device_layer w;
+  event_ref kv_ready, all_ready;
+};
+
+/// The recompute engine's work for one layer: activation rows to rebuild into K/V slots.
+struct rebuild_job {
+  int64_t step = 0;
+  int layer = 0;
+  device_layer w;
+  event_ref kv_ready;      // Wk|Wv and the norm are on the device
+  event_ref cache_loaded;  // host-tier act rows are staged in act_rows
+  event_ref set_free;      // the workspace set is no longer read (layer j - 2 computed)
+  // Device-tier act rows to copy into act_rows first: (src, dst offset in rows, rows).
+  struct device_rows {
+    const void* src;
+    int64_t dst_row, rows;
+  };
+  std::vector<device_rows> device_act;
+  void* act_rows = nullptr;  // [M, hidden] staging of every act row to rebuild
+  int64_t M = 0;
+  std::vector<int32_t> positions;  // [M]
+  row_ptrs k_dst, v_dst;           // [M] rows in workspace slots
+  void* scratch = nullptr;         // M * (hidden + 2 * kv_dim) elems
+};
+
+/// Enqueues a rebuild job on the rebuild stream and returns its completion event.
+event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job);
+
+/// The decoder's per-pass state: buffers, workspace sets, per-layer events.
+class step_pipeline {
+ public:
+  step_pipeline(backend& be, std::shared_ptr<const model> m, step_layout layout);
+  ~step_pipeline();
+  step_pipeline(const step_pipeline&) = delete;
+  step_pipeline& operator=(const step_pipeline&) = delete;
+
+  /// Allocates buffers (throws hs::error if the device budget cannot hold them) and enqueues
+  /// the embedding.
+  void begin(const void* final_norm_w, const void* final_norm_b, const void* head);
+  /// Host-tier blocks of layer j -> workspace set j % 2 (on the h2d stream). Then the job the
+  /// recompute engine must run for layer j.
+  rebuild_job load_cache(const layer_ready& r);
+  /// Attention and FFN of layer j; returns the event after which layer j's weights and
+  /// workspace set may be reused.
+  event_ref compute_layer(const layer_ready& r, const event_ref& rebuilt);
+  /// Final norm and LM head for the rows that want logits; returns the event after which
+  /// logits() is valid.
+  event_ref finish();
+  /// [rows, vocab] host logits, rows in item order (items with want_logits only).
+  const std::vector<float>& logits() const { return logits_; }
+  const step_layout& layout() const { return layout_; }
+  int64_t new_tokens() const { return N_; }
+  int64_t rebuilt_rows() const { return act_rows_total_; }
+  std::size_t host_to_device_bytes() const { return h2d_bytes_; }
+  std::size_t device_to_host_bytes() const { return d2h_bytes_; }
+
+ private:
+  char* slot_ptr(int set, int64_t slot) const;
+
+  backend& be_;
+  std::shared_ptr<const model> model_;
+  step_layout layout_;
+  int64_t N_ = 0;
+  std::vector<int32_t> ids_, pos_;
+  std::vector<void*> owned_;  // device buffers of this pass
+  void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr, *attn_ = nullptr;
+  void *tmp_ = nullptr, *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
+  void* ws_slots_[2] = {};
+  void* ws_act_[2] = {};
+  void* ws_scratch_[2] = {};
+  int64_t n_slots_ = 0;         // workspace block slots per set
+  int64_t act_rows_total_ = 0;  // act rows rebuilt per layer
+  std::vector<event_ref> done_;  // per layer
+  std::vector<event_ref> loaded_;
+  const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;
+  std::vector<float> logits_;
+  std::size_t h2d_bytes_ = 0, d2h_bytes_ = 0;
+};
+
+}  // namespace hs

@@ -1,0 +1,296 @@
+// CPU implementation of the backend interface (float32 everywhere on the "device").
+#include "hybridserve/cpu_backend.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "hybridserve/error.hpp"
+#include "hybridserve/kernels_cpu.hpp"
+
+namespace hs {
+namespace {
+
+class cpu_event final : public device_event {
+ public:
+  bool done() const override {
+    std::lock_guard<std::mutex> lk(m_);
+    return done_;
+  }
+  void wait() const {
+    std::unique_lock<std::mutex> lk(m_);
+    cv_.wait(lk, [&] { return done_; });
+  }
+  void complete() {
+    std::vector<std::function<void()>> cbs;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      done_ = true;
+      cbs.swap(callbacks_);
+    }
+    cv_.notify_all();
+    for (auto& f : cbs) f();
+  }
+  // Returns false (and keeps fn) if not done yet; true if done (caller runs fn).
+  bool add_callback(std::function<void()>& fn) {
+    std::lock_guard<std::mutex> lk(m_);
+    if (done_) return true;
+    callbacks_.push_back(std::move(fn));
+    return false;
+  }
+
+ private:
+  mutable std::mutex m_;
+  mutable std::condition_variable cv_;
+  bool done_ = false;
+  std::vector<std::function<void()>> callbacks_;
+};
+
+// One in-order queue of work executed by its own thread, like a CUDA stream.
+class worker_stream {
+ public:
+  worker_stream() : thread_([this] { loop(); }) {}
+  ~worker_stream() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void push(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      q_.push_back(std::move(fn));
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return stop_ || !q_.empty(); });
+        if (q_.empty()) return;
+        fn = std::move(q_.front());
+        q_.pop_front();
+      }
+      fn();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> q_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts after the members it uses
+};
+
+const float* F(const void* p) { return static_cast<const float*>(p); }
+float* F(void* p) { return static_cast<float*>(p); }
+
+class cpu_backend final : public backend {
+ public:
+  explicit cpu_backend(std::size_t budget) : budget_(budget) {
+    for (auto& s : streams_) s = std::make_unique<worker_stream>();
+  }
+  ~cpu_backend() override {
+    synchronize();
+    for (auto& s : streams_) s.reset();
+    for (auto& [p, n] : allocs_) std::free(p);
+  }
+
+  std::string name() const override { return "cpu"; }
+  int elem_bytes() const override { return 4; }
+
+  void* device_alloc(std::size_t bytes, const std::string& what) override {
+    std::lock_guard<std::mutex> lk(mem_m_);
+    if (used_ + bytes > budget_)
+      throw error("device budget exhausted: " + what + " needs " + std::to_string(bytes) +
+                  " bytes, " + std::to_string(budget_ - used_) + " of " +
+                  std::to_string(budget_) + " left");
+    void* p = std::aligned_alloc(64, (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64);
+    if (!p) throw error("out of host memory allocating " + what);
+    allocs_[p] = bytes;
+    used_ += bytes;
+    peak_ = std::max(peak_, used_);
+    return p;
+  }
+  void device_free(void* p) override {
+    if (!p) return;
+    std::lock_guard<std::mutex> lk(mem_m_);
+    auto it = allocs_.find(p);
+    if (it == allocs_.end()) return;
+    used_ -= it->second;
+    allocs_.erase(it);
+    std::free(p);
+  }
+  std::size_t device_budget() const override { return budget_; }
+  std::size_t device_used() const override {
+    std::lock_guard<std::mutex> lk(mem_m_);
+    return used_;
+  }
+  std::size_t device_peak() const override {
+    std::lock_guard<std::mutex> lk(mem_m_);
+    return peak_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lk(mem_m_);
+    peak_ = used_;
+  }
+  std::shared_ptr<void> host_alloc(std::size_t bytes) override {
+    void* p = std::aligned_alloc(64, (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64);
+    if (!p) throw error("out of host memory (" + std::to_string(bytes) + " bytes)");
+    return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  }
+
+  event_ref record(stream s) override {
+    auto e = std::make_shared<cpu_event>();
+    enqueue(s, [e] { e->complete(); });
+    return e;
+  }
+  void wait(stream s, const event_ref& e) override {
+    if (!e) return;
+    auto ce = std::static_pointer_cast<cpu_event>(e);
+    enqueue(s, [ce] { ce->wait(); });
+  }
+  void on_done(const event_ref& e, std::function<void()> fn) override {
+    if (!e || std::static_pointer_cast<cpu_event>(e)->add_callback(fn)) fn();
+  }
+  void synchronize() override {
+    for (int i = 0; i < k_stream_count; ++i)
+      std::static_pointer_cast<cpu_event>(record(stream(i)))->wait();
+  }
+
+  void upload_tensor(stream s, void* dst, const tensor_view& t) override {
+    enqueue(s, [dst, t] { cpu::convert_to_f32(t, F(dst)); });
+  }
+  void copy(stream s, void* dst, const void* src, std::size_t bytes) override {
+    enqueue(s, [=] { std::memcpy(dst, src, bytes); });
+  }
+  void scatter_rows(stream s, const void* src, std::size_t src_stride, std::size_t row_bytes,
+                    row_ptrs dst) override {
+    enqueue(s, [src, src_stride, row_bytes, dst = std::move(dst)] {
+      for (std::size_t i = 0; i < dst.size(); ++i)
+        std::memcpy(dst[i], static_cast<const char*>(src) + i * src_stride, row_bytes);
+    });
+  }
+  void gather_rows(stream s, std::vector<const void*> src, std::size_t row_bytes,
+                   void* dst) override {
+    enqueue(s, [src = std::move(src), row_bytes, dst] {
+      for (std::size_t i = 0; i < src.size(); ++i)
+        std::memcpy(static_cast<char*>(dst) + i * row_bytes, src[i], row_bytes);
+    });
+  }
+
+  void embed(stream s, const tensor_view& tok, const tensor_view* pos, std::vector<int32_t> ids,
+             std::vector<int32_t> positions, void* x) override {
+    tensor_view pv = pos ? *pos : tensor_view{};
+    enqueue(s, [tok, pv, ids = std::move(ids), positions = std::move(positions), x] {
+      const int64_t M = int64_t(ids.size()), H = tok.cols();
+      cpu::embedding_cpu(tok, ids.data(), M, F(x));
+      if (pv.present()) {
+        std::vector<float> tmp(static_cast<std::size_t>(M * H));
+        std::vector<int32_t> p2(positions);
+        for (auto& p : p2) p += 2;  // OPT's learned positions start at offset 2
+        cpu::embedding_cpu(pv, p2.data(), M, tmp.data());
+        cpu::add_cpu(F(x), tmp.data(), M * H);
+      }
+    });
+  }
+  void norm(stream s, const void* x, const void* w, const void* b, void* y, int64_t M, int64_t H,
+            float eps, bool rms) override {
+    enqueue(s, [=] {
+      if (rms) cpu::rmsnorm_cpu(F(x), F(w), F(y), M, H, eps);
+      else cpu::layernorm_cpu(F(x), F(w), F(b), F(y), M, H, eps);
+    });
+  }
+  void linear(stream s, const void* x, const void* w, const void* b, void* y, int64_t M, int64_t N,
+              int64_t K) override {
+    enqueue(s, [=] { cpu::linear_cpu(F(x), F(w), F(b), F(y), M, N, K); });
+  }
+  void rope(stream s, void* x, int64_t row_stride, std::vector<int32_t> positions, int64_t heads,
+            int64_t D, float theta) override {
+    enqueue(s, [=, positions = std::move(positions)] {
+      for (std::size_t i = 0; i < positions.size(); ++i)
+        cpu::rope_cpu(F(x) + int64_t(i) * row_stride, &positions[i], 1, heads, D, theta);
+    });
+  }
+  void relu(stream s, void* x, int64_t n) override {
+    enqueue(s, [=] { cpu::relu_cpu(F(x), n); });
+  }
+  void silu_mul(stream s, const void* g, const void* u, void* out, int64_t n) override {
+    enqueue(s, [=] { cpu::silu_mul_cpu(F(g), F(u), F(out), n); });
+  }
+  void add(stream s, void* x, const void* y, int64_t n) override {
+    enqueue(s, [=] { cpu::add_cpu(F(x), F(y), n); });
+  }
+  void attention(stream s, const void* q, void* out, attention_args a) override {
+    enqueue(s, [q, out, a = std::move(a)] {
+      std::vector<const float*> kb, vb;
+      for (auto* p : a.k_blocks) kb.push_back(F(p));
+      for (auto* p : a.v_blocks) vb.push_back(F(p));
+      cpu::attention_paged_cpu(F(q), F(out), a.q_start.data(), a.ctx_len.data(),
+                               a.blk_start.data(), kb.data(), vb.data(),
+                               int64_t(a.ctx_len.size()), a.n_head, a.n_kv, a.head_dim,
+                               a.block_size, a.scale);
+    });
+  }
+  void kv_rebuild(stream s, const model_config& cfg, const device_layer& w, const void* act,
+                  int64_t M, std::vector<int32_t> positions, row_ptrs k_dst, row_ptrs v_dst,
+                  void* scratch) override {
+    const bool rms = cfg.architecture == arch::llama;
+    const int64_t H = cfg.hidden, KV = cfg.kv_dim();
+    const float eps = cfg.norm_eps, theta = cfg.rope_theta;
+    const int64_t heads = cfg.n_kv_head, D = cfg.head_dim;
+    enqueue(s, [=, positions = std::move(positions), k_dst = std::move(k_dst),
+                v_dst = std::move(v_dst)] {
+      float* xn = F(scratch);
+      float* kv = xn + M * H;  // [M, 2 * KV]: K then V per row
+      if (rms) cpu::rmsnorm_cpu(F(act), F(w.attn_norm_w), xn, M, H, eps);
+      else cpu::layernorm_cpu(F(act), F(w.attn_norm_w), F(w.attn_norm_b), xn, M, H, eps);
+      cpu::linear_cpu(xn, F(w.wkv), F(w.bkv), kv, M, 2 * KV, H);
+      for (int64_t i = 0; i < M; ++i) {
+        float* row = kv + i * 2 * KV;
+        if (rms) cpu::rope_cpu(row, &positions[std::size_t(i)], 1, heads, D, theta);
+        std::memcpy(k_dst[std::size_t(i)], row, std::size_t(KV) * 4);
+        std::memcpy(v_dst[std::size_t(i)], row + KV, std::size_t(KV) * 4);
+      }
+    });
+  }
+  void logits(stream s, const model_config& cfg, const void* x, int64_t R, const void* norm_w,
+              const void* norm_b, const void* head, float* host_logits) override {
+    const bool rms = cfg.architecture == arch::llama;
+    const int64_t H = cfg.hidden, V = cfg.vocab;
+    const float eps = cfg.norm_eps;
+    enqueue(s, [=] {
+      std::vector<float> xn(static_cast<std::size_t>(R * H));
+      if (rms) cpu::rmsnorm_cpu(F(x), F(norm_w), xn.data(), R, H, eps);
+      else cpu::layernorm_cpu(F(x), F(norm_w), F(norm_b), xn.data(), R, H, eps);
+      cpu::linear_cpu(xn.data(), F(head), nullptr, host_logits, R, V, H);
+    });
+  }
+
+ private:
+  void enqueue(stream s, std::function<void()> fn) { streams_[int(s)]->push(std::move(fn)); }
+
+  std::size_t budget_;
+  mutable std::mutex mem_m_;
+  std::size_t used_ = 0, peak_ = 0;
+  std::unordered_map<void*, std::size_t> allocs_;
+  std::unique_ptr<worker_stream> streams_[k_stream_count];
+};
+
+}  // namespace
+
+std::unique_ptr<backend> make_cpu_backend(std::size_t device_budget_bytes) {
+  return std::make_unique<cpu_backend>(device_budget_bytes);
+}
+
+}  // namespace hs

@@ -1,0 +1,98 @@
+// The HybridServe op: rebuild a layer's K/V from activation checkpoints (norm -> one GEMM against
+// [Wk; Wv] -> bias, RoPE on K, scatter into paged blocks) instead of streaming the cache in.
+#include "common.cuh"
+#include "hybridserve/kernels_cuda.hpp"
+
+namespace hs::cuda {
+
+// ---- CUDA kernels
+
+// One block per row m. kv: [M, 2 * kv_dim] (K columns, then V), kv_dim = n_kv * D; b_kv:
+// [2 * kv_dim] or nullptr; pos: [M] or nullptr (no RoPE). Row m lands in token slot slot[m] of
+// the blocks k_dst[m], v_dst[m] ([block_size, n_kv, D], i.e. offset slot * kv_dim).
+// Bias, rotation and the final rounding happen in fp32 on the GEMM's fp16 output.
+__global__ void kv_bias_rope_scatter_kernel(const __half* kv, const __half* b_kv, int64_t n_kv,
+                                            int64_t D, const int32_t* pos, float theta,
+                                            __half* const* k_dst, __half* const* v_dst,
+                                            const int32_t* slot) {
+  const int64_t m = blockIdx.x, kv_dim = n_kv * D, half = D / 2;
+  const __half* r = kv + m * 2 * kv_dim;
+  const int64_t off = int64_t(slot[m]) * kv_dim;
+  __half* kd = k_dst[m] + off;
+  __half* vd = v_dst[m] + off;
+  // K: thread per pair (i, i + D/2), the angle computed once for all heads.
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float c = 1.f, s = 0.f;
+    if (pos) detail::rope_cos_sin(pos[m], i, D, theta, &c, &s);
+    for (int64_t h = 0; h < n_kv; ++h) {
+      const int64_t j = h * D + i;
+      float a = __half2float(r[j]), b = __half2float(r[j + half]);
+      if (b_kv) {
+        a += __half2float(b_kv[j]);
+        b += __half2float(b_kv[j + half]);
+      }
+      kd[j] = __float2half_rn(a * c - b * s);
+      kd[j + half] = __float2half_rn(b * c + a * s);
+    }
+  }
+  // V: copied through (plus bias).
+  for (int64_t j = threadIdx.x; j < kv_dim; j += blockDim.x) {
+    float v = __half2float(r[kv_dim + j]);
+    if (b_kv) v += __half2float(b_kv[kv_dim + j]);
+    vd[j] = __float2half_rn(v);
+  }
+}
+
+// ---- launchers
+
+namespace {
+std::size_t align256(std::size_t n) {
+  return (n + 255) & ~std::size_t(255);
+}
+}  // namespace
+
+std::size_t kv_rebuild_workspace_bytes(int64_t M, int64_t H, int64_t n_kv, int64_t D) {
+  return align256(std::size_t(M * H) * sizeof(__half)) +
+         align256(std::size_t(M * 2 * n_kv * D) * sizeof(__half));
+}
+
+void kv_bias_rope_scatter(const __half* kv, const __half* b_kv, int64_t M, int64_t n_kv, int64_t D,
+                          const int32_t* pos, float rope_theta, __half* const* k_dst,
+                          __half* const* v_dst, const int32_t* slot, cudaStream_t stream) {
+  if (M <= 0) return;
+  detail::require(n_kv > 0 && D > 0 && D % 2 == 0 && M < (int64_t(1) << 31),
+                  "kv_bias_rope_scatter: bad shape");
+  int threads = 32;
+  while (threads < 256 && threads < n_kv * D / 4) threads *= 2;
+  kv_bias_rope_scatter_kernel<<<unsigned(M), threads, 0, stream>>>(kv, b_kv, n_kv, D, pos,
+                                                                   rope_theta, k_dst, v_dst, slot);
+  HS_CUDA_CHECK_LAUNCH();
+}
+
+void kv_rebuild(const kv_rebuild_args& a, cublasHandle_t handle, cudaStream_t stream) {
+  if (a.M <= 0) return;
+  detail::require(a.x && a.w_kv && a.k_dst && a.v_dst && a.slot && a.workspace,
+                  "kv_rebuild: missing input");
+  detail::require(a.norm == norm_kind::none || a.norm_w, "kv_rebuild: missing norm weight");
+  cudaStream_t hs_stream;
+  HS_CUBLAS_TRY(cublasGetStream(handle, &hs_stream));
+  detail::require(hs_stream == stream, "kv_rebuild: cuBLAS handle is bound to another stream");
+  const int64_t kv2 = 2 * a.n_kv * a.D;
+  auto* xn = static_cast<__half*>(a.workspace);  // [M, H]
+  auto* kv =
+      reinterpret_cast<__half*>(static_cast<char*>(a.workspace) +
+                                align256(std::size_t(a.M * a.H) * sizeof(__half)));  // [M, kv2]
+  const __half* gemm_in = a.x;
+  if (a.norm == norm_kind::layernorm) {
+    layernorm(a.x, a.norm_w, a.norm_b, xn, a.M, a.H, a.eps, stream);
+    gemm_in = xn;
+  } else if (a.norm == norm_kind::rmsnorm) {
+    rmsnorm(a.x, a.norm_w, xn, a.M, a.H, a.eps, stream);
+    gemm_in = xn;
+  }
+  linear(handle, gemm_in, a.w_kv, kv, a.M, kv2, a.H);
+  kv_bias_rope_scatter(kv, a.b_kv, a.M, a.n_kv, a.D, a.pos, a.rope_theta, a.k_dst, a.v_dst, a.slot,
+                       stream);
+}
+
+}  // namespace hs::cuda

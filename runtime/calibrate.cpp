@@ -1,0 +1,61 @@
+// Start-up calibration: link bandwidth and GEMM rate by M, measured on the backend itself so
+// the cost model predicts this machine, not a datasheet.
+#include <chrono>
+#include <cstring>
+
+#include "hybridserve/backend.hpp"
+#include "hybridserve/engine.hpp"
+
+namespace hs {
+namespace {
+
+double time_it(backend& be, stream s, const std::function<void()>& enqueue, int reps) {
+  be.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) enqueue();
+  be.synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+}
+
+}  // namespace
+
+calibration measure_calibration(backend& be, const model_config& cfg) {
+  calibration c;
+  c.device = be.name();
+  c.cache_elem_bytes = c.weight_elem_bytes = be.elem_bytes();
+  const std::size_t copy_bytes = std::size_t(16) << 20;
+  auto host = be.host_alloc(copy_bytes);
+  void* dev = be.device_alloc(copy_bytes, "calibration buffer");
+  std::memset(host.get(), 0, copy_bytes);
+  const double h2d = time_it(be, stream::h2d, [&] { be.copy(stream::h2d, dev, host.get(), copy_bytes); }, 4);
+  const double d2h = time_it(be, stream::d2h, [&] { be.copy(stream::d2h, host.get(), dev, copy_bytes); }, 4);
+  const double d2d = time_it(be, stream::compute, [&] {
+    be.copy(stream::compute, dev, static_cast<char*>(dev) + copy_bytes / 2, copy_bytes / 2);
+  }, 4);
+  be.device_free(dev);
+  c.h2d_bytes_per_s = double(copy_bytes) / h2d;
+  c.d2h_bytes_per_s = double(copy_bytes) / d2h;
+  c.mem_bytes_per_s = double(copy_bytes) / d2d;  // read + write of half the buffer each
+  // GEMM M x K x N at the model's own K (hidden) and a projection-sized N, capped for speed.
+  const int64_t K = std::min<int64_t>(cfg.hidden, 2048);
+  const int64_t N = std::min<int64_t>(2 * cfg.kv_dim(), 2048);
+  for (int64_t M : {1, 16, 128, 512}) {
+    const std::size_t eb = std::size_t(be.elem_bytes());
+    void* x = be.device_alloc(std::size_t(M * K) * eb, "calibration x");
+    void* w = be.device_alloc(std::size_t(N * K) * eb, "calibration w");
+    void* y = be.device_alloc(std::size_t(M * N) * eb, "calibration y");
+    // Zeros, not garbage: denormal or NaN operands would time a different code path.
+    be.copy(stream::compute, x, host.get(), std::min(copy_bytes, std::size_t(M * K) * eb));
+    be.copy(stream::compute, w, host.get(), std::min(copy_bytes, std::size_t(N * K) * eb));
+    const double t = time_it(be, stream::compute, [&] {
+      be.linear(stream::compute, x, w, nullptr, y, M, N, K);
+    }, M <= 16 ? 8 : 3);
+    c.gemm_flops.push_back({M, 2.0 * double(M * N * K) / t});
+    be.device_free(x);
+    be.device_free(w);
+    be.device_free(y);
+  }
+  return c;
+}
+
+}  // namespace hs

@@ -1,0 +1,295 @@
+// The per-pass verbs of the decoder and the recompute engine (see step_pipeline.hpp).
+#include "hybridserve/step_pipeline.hpp"
+
+#include <cmath>
+
+#include "hybridserve/error.hpp"
+
+namespace hs {
+
+namespace {
+
+// Where each block of each item is read from during attention (the same for every layer).
+
+enum class route { kv_device, kv_host, act };
+
+struct block_route {
+  route kind;
+  int64_t slot = -1;     // workspace slot (kv_host, act)
+  int64_t past = 0;      // tokens of the block written before this pass
+  int64_t act_row = -1;  // first row in the act staging (act)
+};
+
+}  // namespace
+
+// Routes are recomputed from the layout (cheap) so the class keeps no parallel arrays.
+static std::vector<std::vector<block_route>> make_routes(const step_layout& L, int64_t& n_slots,
+                                                         int64_t& act_rows) {
+  std::vector<std::vector<block_route>> out(L.items.size());
+  n_slots = act_rows = 0;
+  for (std::size_t i = 0; i < L.items.size(); ++i) {
+    for (const auto& b : L.blocks[i]) {
+      block_route r;
+      r.past = std::clamp<int64_t>(L.items[i].past - b.first_pos, 0, L.block_size);
+      if (b.form == cache_form::kv) {
+        r.kind = b.tier == cache_tier::device ? route::kv_device : route::kv_host;
+      } else {
+        r.kind = route::act;
+        r.act_row = act_rows;
+        act_rows += r.past;
+      }
+      if (r.kind != route::kv_device) r.slot = n_slots++;
+      out[i].push_back(r);
+    }
+  }
+  return out;
+}
+
+event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job) {
+  const stream s = stream::rebuild;
+  be.wait(s, job.set_free);
+  be.wait(s, job.kv_ready);
+  be.wait(s, job.cache_loaded);
+  if (job.M > 0) {
+    const std::size_t row = std::size_t(cfg.hidden) * std::size_t(be.elem_bytes());
+    for (const auto& d : job.device_act)
+      be.copy(s, static_cast<char*>(job.act_rows) + std::size_t(d.dst_row) * row, d.src,
+              std::size_t(d.rows) * row);
+    be.kv_rebuild(s, cfg, job.w, job.act_rows, job.M, job.positions, job.k_dst, job.v_dst,
+                  job.scratch);
+  }
+  return be.record(s);
+}
+
+step_pipeline::step_pipeline(backend& be, std::shared_ptr<const model> m, step_layout layout)
+    : be_(be), model_(std::move(m)), layout_(std::move(layout)) {
+  for (const auto& it : layout_.items) {
+    for (std::size_t t = 0; t < it.tokens.size(); ++t) {
+      ids_.push_back(it.tokens[t]);
+      pos_.push_back(int32_t(it.past + int64_t(t)));
+    }
+  }
+  N_ = int64_t(ids_.size());
+  done_.resize(std::size_t(model_->config.n_layer));
+  loaded_.resize(done_.size());
+}
+
+step_pipeline::~step_pipeline() {
+  for (auto* p : owned_) be_.device_free(p);
+}
+
+char* step_pipeline::slot_ptr(int set, int64_t slot) const {
+  return static_cast<char*>(ws_slots_[set]) + std::size_t(slot) * layout_.kv_layer_bytes;
+}
+
+void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, const void* head) {
+  final_norm_w_ = final_norm_w;
+  final_norm_b_ = final_norm_b;
+  head_ = head;
+  const auto& c = model_->config;
+  const std::size_t eb = std::size_t(be_.elem_bytes()), N = std::size_t(N_);
+  int64_t R = 0;
+  for (const auto& it : layout_.items) R += it.want_logits && !it.tokens.empty() ? 1 : 0;
+  make_routes(layout_, n_slots_, act_rows_total_);
+  auto alloc = [&](std::size_t elems, const char* what) {
+    void* p = be_.device_alloc(std::max<std::size_t>(elems * eb, 1), what);
+    owned_.push_back(p);
+    return p;
+  };
+  x_ = alloc(N * c.hidden, "residual stream");
+  xn_ = alloc(N * c.hidden, "normed activations");
+  tmp_ = alloc(N * c.hidden, "projection output");
+  q_ = alloc(N * c.q_dim(), "queries");
+  kvn_ = alloc(N * 2 * c.kv_dim(), "new keys and values");
+  attn_ = alloc(N * c.q_dim(), "attention output");
+  up_ = alloc(N * c.ffn, "FFN activations");
+  if (c.architecture == arch::llama) gate_ = alloc(N * c.ffn, "FFN gate");
+  rows_ = alloc(std::size_t(R) * c.hidden, "logit rows");
+  for (int s = 0; s < 2; ++s) {
+    ws_slots_[s] = alloc(std::size_t(n_slots_) * layout_.kv_layer_bytes / eb, "KV workspace");
+    ws_act_[s] = alloc(std::size_t(act_rows_total_) * c.hidden, "activation staging");
+    ws_scratch_[s] =
+        alloc(std::size_t(act_rows_total_) * (c.hidden + 2 * c.kv_dim()), "rebuild scratch");
+  }
+  logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
+  be_.embed(stream::compute, model_->weights.tok_embed,
+            c.architecture == arch::opt ? &model_->weights.pos_embed : nullptr, ids_, pos_, x_);
+}
+
+rebuild_job step_pipeline::load_cache(const layer_ready& r) {
+  const auto& c = model_->config;
+  const int j = r.layer, set = j % 2;
+  const std::size_t eb = std::size_t(be_.elem_bytes());
+  const std::size_t kv_row = std::size_t(c.kv_dim()) * eb, act_row = std::size_t(c.hidden) * eb;
+  const std::size_t half = layout_.kv_layer_bytes / 2;
+  int64_t n_slots = 0, n_act = 0;
+  const auto routes = make_routes(layout_, n_slots, n_act);
+
+  rebuild_job job;
+  job.step = layout_.step;
+  job.layer = j;
+  job.w = r.w;
+  job.kv_ready = r.kv_ready;
+  job.set_free = j >= 2 ? done_[std::size_t(j - 2)] : nullptr;
+  job.act_rows = ws_act_[set];
+  job.scratch = ws_scratch_[set];
+  job.M = n_act;
+
+  // Host-tier blocks travel on the h2d stream once the set's previous reader is done.
+  be_.wait(stream::h2d, job.set_free);
+  for (std::size_t i = 0; i < routes.size(); ++i) {
+    for (std::size_t b = 0; b < routes[i].size(); ++b) {
+      const auto& rt = routes[i][b];
+      const auto& blk = layout_.blocks[i][b];
+      if (rt.past == 0) continue;
+      if (rt.kind == route::kv_host) {
+        const char* k = blk.data + std::size_t(j) * layout_.kv_layer_bytes;
+        be_.copy(stream::h2d, slot_ptr(set, rt.slot), k, std::size_t(rt.past) * kv_row);
+        be_.copy(stream::h2d, slot_ptr(set, rt.slot) + half, k + half,
+                 std::size_t(rt.past) * kv_row);
+        h2d_bytes_ += 2 * std::size_t(rt.past) * kv_row;
+      } else if (rt.kind == route::act) {
+        const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
+        if (blk.tier == cache_tier::host) {
+          be_.copy(stream::h2d, static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row,
+                   a, std::size_t(rt.past) * act_row);
+          h2d_bytes_ += std::size_t(rt.past) * act_row;
+        } else {
+          job.device_act.push_back({a, rt.act_row, rt.past});
+        }
+        for (int64_t t = 0; t < rt.past; ++t) {
+          job.positions.push_back(blk.first_pos + int32_t(t));
+          job.k_dst.push_back(slot_ptr(set, rt.slot) + std::size_t(t) * kv_row);
+          job.v_dst.push_back(slot_ptr(set, rt.slot) + half + std::size_t(t) * kv_row);
+        }
+      }
+    }
+  }
+  loaded_[std::size_t(j)] = be_.record(stream::h2d);
+  job.cache_loaded = loaded_[std::size_t(j)];
+  return job;
+}
+
+event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& rebuilt) {
+  const auto& c = model_->config;
+  const auto& w = r.w;
+  const int j = r.layer, set = j % 2;
+  const bool opt = c.architecture == arch::opt;
+  const int64_t H = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), Fd = c.ffn, N = N_;
+  const std::size_t eb = std::size_t(be_.elem_bytes());
+  const std::size_t kv_row = std::size_t(KV) * eb, act_row = std::size_t(H) * eb;
+  const std::size_t half = layout_.kv_layer_bytes / 2;
+  const stream s = stream::compute;
+  int64_t n_slots = 0, n_act = 0;
+  const auto routes = make_routes(layout_, n_slots, n_act);
+
+  be_.wait(s, r.all_ready);
+  be_.wait(s, rebuilt);
+  be_.wait(s, loaded_[std::size_t(j)]);
+
+  // Destinations of the new tokens' K/V (what attention reads) and of their persistent
+  // copies (host KV rows, activation rows), row by row in batch order.
+  row_ptrs k_dst, v_dst, k_keep, v_keep, act_keep;
+  std::vector<const void*> kv_keep_src_k, kv_keep_src_v;
+  std::vector<int64_t> keep_rows, act_rows_src;
+  attention_args a;
+  a.n_head = c.n_head;
+  a.n_kv = c.n_kv_head;
+  a.head_dim = c.head_dim;
+  a.block_size = layout_.block_size;
+  a.scale = 1.0f / std::sqrt(float(c.head_dim));
+  a.q_start.push_back(0);
+  int64_t row = 0;
+  for (std::size_t i = 0; i < layout_.items.size(); ++i) {
+    const auto& it = layout_.items[i];
+    const int64_t n = int64_t(it.tokens.size());
+    a.blk_start.push_back(int32_t(a.k_blocks.size()));
+    a.ctx_len.push_back(int32_t(it.past + n));
+    a.q_start.push_back(int32_t(row + n));
+    for (std::size_t b = 0; b < routes[i].size(); ++b) {
+      const auto& blk = layout_.blocks[i][b];
+      const char* k = routes[i][b].kind == route::kv_device
+                          ? blk.data + std::size_t(j) * layout_.kv_layer_bytes
+                          : slot_ptr(set, routes[i][b].slot);
+      a.k_blocks.push_back(k);
+      a.v_blocks.push_back(k + half);
+    }
+    for (int64_t t = 0; t < n; ++t, ++row) {
+      const int64_t p = it.past + t;
+      const std::size_t b = std::size_t(p / layout_.block_size);
+      const std::size_t off = std::size_t(p % layout_.block_size);
+      char* k = const_cast<char*>(static_cast<const char*>(a.k_blocks[a.blk_start.back() + b]));
+      k_dst.push_back(k + off * kv_row);
+      v_dst.push_back(k + half + off * kv_row);
+      const auto& blk = layout_.blocks[i][b];
+      if (routes[i][b].kind == route::kv_host) {
+        char* hk = blk.data + std::size_t(j) * layout_.kv_layer_bytes;
+        k_keep.push_back(hk + off * kv_row);
+        v_keep.push_back(hk + half + off * kv_row);
+        keep_rows.push_back(row);
+      } else if (routes[i][b].kind == route::act) {
+        act_keep.push_back(blk.data + std::size_t(j) * layout_.act_layer_bytes + off * act_row);
+        act_rows_src.push_back(row);
+        if (blk.tier == cache_tier::host) d2h_bytes_ += act_row;
+      }
+    }
+  }
+
+  // The layer input of tokens cached as activations is their checkpoint: store it first.
+  for (std::size_t k = 0; k < act_keep.size(); ++k)
+    be_.copy(s, act_keep[k], static_cast<char*>(x_) + std::size_t(act_rows_src[k]) * act_row,
+             act_row);
+  if (opt) be_.norm(s, x_, w.attn_norm_w, w.attn_norm_b, xn_, N, H, c.norm_eps, false);
+  else be_.norm(s, x_, w.attn_norm_w, nullptr, xn_, N, H, c.norm_eps, true);
+  be_.linear(s, xn_, w.wq, w.bq, q_, N, Q, H);
+  be_.linear(s, xn_, w.wkv, w.bkv, kvn_, N, 2 * KV, H);
+  if (!opt) {
+    be_.rope(s, q_, Q, pos_, c.n_head, c.head_dim, c.rope_theta);
+    be_.rope(s, kvn_, 2 * KV, pos_, c.n_kv_head, c.head_dim, c.rope_theta);
+  }
+  be_.scatter_rows(s, kvn_, 2 * kv_row, kv_row, k_dst);
+  be_.scatter_rows(s, static_cast<char*>(kvn_) + kv_row, 2 * kv_row, kv_row, v_dst);
+  for (std::size_t k = 0; k < k_keep.size(); ++k) {
+    const char* src = static_cast<char*>(kvn_) + std::size_t(keep_rows[k]) * 2 * kv_row;
+    be_.copy(s, k_keep[k], src, kv_row);
+    be_.copy(s, v_keep[k], src + kv_row, kv_row);
+    d2h_bytes_ += 2 * kv_row;
+  }
+  be_.attention(s, q_, attn_, std::move(a));
+  be_.linear(s, attn_, w.wo, w.bo, tmp_, N, H, Q);
+  be_.add(s, x_, tmp_, N * H);
+  if (opt) {
+    be_.norm(s, x_, w.ffn_norm_w, w.ffn_norm_b, xn_, N, H, c.norm_eps, false);
+    be_.linear(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
+    be_.relu(s, up_, N * Fd);
+  } else {
+    be_.norm(s, x_, w.ffn_norm_w, nullptr, xn_, N, H, c.norm_eps, true);
+    be_.linear(s, xn_, w.w_gate, w.b_gate, gate_, N, Fd, H);
+    be_.linear(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
+    be_.silu_mul(s, gate_, up_, up_, N * Fd);
+  }
+  be_.linear(s, up_, w.w_down, w.b_down, tmp_, N, H, Fd);
+  be_.add(s, x_, tmp_, N * H);
+  done_[std::size_t(j)] = be_.record(s);
+  return done_[std::size_t(j)];
+}
+
+event_ref step_pipeline::finish() {
+  const auto& c = model_->config;
+  const std::size_t row = std::size_t(c.hidden) * std::size_t(be_.elem_bytes());
+  std::vector<const void*> src;
+  int64_t at = 0;
+  for (const auto& it : layout_.items) {
+    at += int64_t(it.tokens.size());
+    if (it.want_logits && !it.tokens.empty())
+      src.push_back(static_cast<char*>(x_) + std::size_t(at - 1) * row);
+  }
+  const int64_t R = int64_t(src.size());
+  if (R > 0) {
+    be_.gather_rows(stream::compute, std::move(src), row, rows_);
+    be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, logits_.data());
+  }
+  return be_.record(stream::compute);
+}
+
+}  // namespace hs
