@@ -22,8 +22,9 @@ struct decoder_state {
   std::unique_ptr<step_pipeline> pipe;
   step_items items;
   caf::typed_response_promise<step_outcome> promise;
-  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // out-of-order arrivals
-  int32_t next_compute = 0;
+  std::map<int32_t, layer_ready> arrived;                        // weights placed
+  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // rebuild enqueued
+  int32_t next_load = 0, next_compute = 0;
   std::chrono::steady_clock::time_point t0;
   static inline const char* name = "decoder";
 };
@@ -44,20 +45,43 @@ void fail_step(decoder_ptr self, const std::string& why) {
   st.promise.deliver(o);
 }
 
-// Enqueues attention/FFN of every layer whose rebuild event arrived, in layer order.
-void compute_ready_layers(decoder_ptr self) {
+// Moves the pass forward as far as the messages that arrived allow, in layer order:
+//  - load_cache(j) + rebuild request once layer j's weights are placed AND layer j - 2 is
+//    computed (its workspace set is the one layer j fills);
+//  - compute_layer(j) once its rebuild event arrived.
+void advance(decoder_ptr self) {
   auto& st = self->state;
   const int32_t L = st.m->config.n_layer;
-  while (st.pipe && st.rebuilt.count(st.next_compute)) {
-    auto node = st.rebuilt.extract(st.next_compute);
-    const auto& [ready, rebuilt] = node.mapped();
-    const event_ref done = st.pipe->compute_layer(ready, rebuilt);
-    self->send(st.loader, release_atom::value, ready.layer, done);
-    if (++st.next_compute == L) {
-      const event_ref fin = st.pipe->finish();
-      const int64_t step = st.items.step;
-      auto me = caf::actor_cast<caf::actor>(self);
-      st.be->on_done(fin, [me, step] { caf::anon_send(me, sampled_atom::value, step); });
+  for (bool progress = true; progress && st.pipe;) {
+    progress = false;
+    while (st.pipe && st.arrived.count(st.next_load) && st.next_load - 2 < st.next_compute) {
+      auto node = st.arrived.extract(st.next_load++);
+      const layer_ready r = node.mapped();
+      const rebuild_job job = st.pipe->load_cache(r);
+      self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
+          .then([=](const event_ref& e) {
+            auto& s = self->state;
+            if (!s.pipe || r.step != s.items.step) {
+              self->send(s.loader, release_atom::value, r.layer, e);
+              return;
+            }
+            s.rebuilt.emplace(r.layer, std::make_pair(r, e));
+            advance(self);
+          });
+      progress = true;
+    }
+    while (st.pipe && st.rebuilt.count(st.next_compute)) {
+      auto node = st.rebuilt.extract(st.next_compute);
+      const auto& [ready, rebuilt] = node.mapped();
+      const event_ref done = st.pipe->compute_layer(ready, rebuilt);
+      self->send(st.loader, release_atom::value, ready.layer, done);
+      progress = true;
+      if (++st.next_compute == L) {
+        const event_ref fin = st.pipe->finish();
+        const int64_t step = st.items.step;
+        auto me = caf::actor_cast<caf::actor>(self);
+        st.be->on_done(fin, [me, step] { caf::anon_send(me, sampled_atom::value, step); });
+      }
     }
   }
 }
@@ -70,8 +94,9 @@ void start_step(decoder_ptr self, step_layout layout) {
   } catch (const std::exception& e) {
     return fail_step(self, e.what());
   }
-  st.next_compute = 0;
+  st.next_compute = st.next_load = 0;
   st.rebuilt.clear();
+  st.arrived.clear();
   const int64_t step = st.items.step;
   for (int32_t j = 0; j < st.m->config.n_layer; ++j) {
     self->request(st.loader, caf::infinite, load_atom::value, step, j)
@@ -81,16 +106,8 @@ void start_step(decoder_ptr self, step_layout layout) {
             self->send(s.loader, release_atom::value, r.layer, event_ref{});
             return;
           }
-          const rebuild_job job = s.pipe->load_cache(r);
-          self->request(s.recompute, caf::infinite, rebuild_atom::value, job)
-              .then([=](const event_ref& e) {
-                if (!self->state.pipe || r.step != self->state.items.step) {
-                  self->send(self->state.loader, release_atom::value, r.layer, e);
-                  return;
-                }
-                self->state.rebuilt.emplace(r.layer, std::make_pair(r, e));
-                compute_ready_layers(self);
-              });
+          s.arrived.emplace(r.layer, r);
+          advance(self);
         });
   }
 }
@@ -140,6 +157,10 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be,
           }
           o.seqs.push_back(it.seq);
           o.tokens.push_back(tok);
+          o.logits.emplace_back();
+          if (tok >= 0 && it.return_logits)
+            o.logits.back().assign(logits.begin() + (row - 1) * std::size_t(V),
+                                   logits.begin() + row * std::size_t(V));
           seqs.push_back(it.seq);
           counts.push_back(int64_t(it.tokens.size()));
         }

@@ -81,7 +81,12 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     policy.auto_ratio = o.auto_ratio;
     policy.kv_ratio = o.kv_ratio;
     policy.block_size = o.block_size;
-    budgets limits{int64_t(budget), o.host_budget};
+    budgets limits;
+    limits.device_bytes = int64_t(budget);
+    limits.host_bytes = o.host_budget;
+    limits.head_resident = 1;  // the loader keeps the LM head on the device
+    limits.resident_layers = o.resident_layers;
+    limits.device_cache_cap = o.device_cache_cap;
     step_workload hint;
     hint.context.assign(std::size_t(std::max<int64_t>(1, o.batch_hint)), o.context_hint);
     hint.new_tokens = int64_t(hint.context.size());
@@ -107,6 +112,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       ao.device_cache_cap = std::max<int64_t>(0, std::min(plan.device_cache_bytes, left));
     }
 
+    // Re-plans keep this placement and only move the ratio.
+    ao.limits.resident_layers = p->weights->resident_layers();
+    ao.limits.device_cache_cap = ao.device_cache_cap;
     if (o.scheduler_threads > 0) p->cfg.set("scheduler.max-threads", o.scheduler_threads);
     p->sys = std::make_unique<caf::actor_system>(p->cfg);
     auto& sys = *p->sys;

@@ -18,6 +18,7 @@ struct live_request {
   generation_request req;
   std::vector<int32_t> out;
   int64_t prefilled = 0;
+  std::vector<std::vector<float>> logits;
   bool cancelled = false;
   bool in_step = false;
   clock_type::time_point t_submit, t_admit, t_first, t_prefilled;
@@ -59,6 +60,7 @@ void finish(intake_ptr self, int64_t id, finish_reason why, const std::string& e
   ev.result.tokens = r.out;
   ev.result.reason = why;
   ev.result.error = err;
+  ev.result.logits = std::move(r.logits);
   ev.prompt_tokens = int64_t(r.req.prompt.size());
   ev.timings.queue_ms = ms_between(r.t_submit, r.t_admit);
   ev.timings.ttft_ms = ms_between(r.t_submit, r.t_first);
@@ -96,6 +98,7 @@ void on_step_done(intake_ptr self, const step_outcome& o) {
         r.t_prefilled = now;
       }
       r.out.push_back(tok);
+      if (r.req.return_logits && i < o.logits.size()) r.logits.push_back(o.logits[i]);
       st.stats.generated_tokens += 1;
       caf::anon_send(r.requester, token_atom::value,
                  token_event{r.id, int32_t(r.out.size() - 1), tok});
@@ -154,7 +157,9 @@ void schedule(intake_ptr self) {
     if (r.prefilled < int64_t(r.req.prompt.size()) || budget <= 0) continue;
     step_item it;
     it.seq = id;
-    it.tokens = {r.out.back()};
+    const std::size_t k = r.out.size() - 1;
+    it.tokens = {k < r.req.forced.size() ? r.req.forced[k] : r.out.back()};
+    it.return_logits = r.req.return_logits;
     it.past = int64_t(r.req.prompt.size() + r.out.size()) - 1;
     it.want_logits = true;
     items.items.push_back(it);
@@ -172,6 +177,7 @@ void schedule(intake_ptr self) {
     it.tokens.assign(r.req.prompt.begin() + r.prefilled, r.req.prompt.begin() + r.prefilled + n);
     it.past = r.prefilled;
     it.want_logits = n == left;
+    it.return_logits = r.req.return_logits;
     items.items.push_back(it);
     items.sampling.push_back(r.req.sampling);
     r.in_step = true;

@@ -28,6 +28,8 @@ std::string generation_request::check(const model& m) const {
   if (max_tokens < 0) return "max_tokens must be >= 0";
   for (auto id : stop_ids)
     if (id < 0 || id >= c.vocab) return "stop id " + std::to_string(id) + " out of range";
+  for (auto id : forced)
+    if (id < 0 || id >= c.vocab) return "forced id " + std::to_string(id) + " out of range";
   return sampling.check();
 }
 
@@ -62,6 +64,8 @@ std::vector<generation_result> generate_reference(reference_forward& fwd,
       const auto i = active[b];
       const int32_t id = samplers[i].sample(logits[b].data(), m.config.vocab);
       out[i].tokens.push_back(id);
+      if (reqs[i].return_logits)
+        out[i].logits.emplace_back(logits[b].begin(), logits[b].begin() + m.config.vocab);
       if (on_token) on_token(i, id);
       const auto& r = reqs[i];
       const bool stop = (r.stop_at_eos && m.is_eos(id)) ||
@@ -71,7 +75,8 @@ std::vector<generation_result> generate_reference(reference_forward& fwd,
       } else if (int(out[i].tokens.size()) >= r.max_tokens || kv[i].length >= m.config.max_pos) {
         out[i].reason = finish_reason::length;
       } else {
-        next[i] = id;
+        const std::size_t k = out[i].tokens.size() - 1;
+        next[i] = k < r.forced.size() ? r.forced[k] : id;
         still.push_back(i);
       }
     }

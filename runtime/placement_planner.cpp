@@ -47,6 +47,7 @@ struct sizes {
   int L = 0;
   int64_t layer_w = 0, head_w = 0, emb = 0, kv_b = 0, act_b = 0, dense_ws = 0, block = 1;
   int64_t past = 0;
+  int64_t cache_cap = -1;  // budgets::device_cache_cap
 };
 
 // One point of the search and what it costs.
@@ -73,6 +74,15 @@ int64_t cache_bytes_per_layer(const sizes& z, int64_t kv, int64_t act) {
 // the staging fits.
 bool place_cache(const sizes& z, int64_t avail, choice& c) {
   const int64_t total = cache_bytes_per_layer(z, c.kv_tokens, c.act_tokens) * z.L;
+  if (z.cache_cap >= 0 && total > z.cache_cap) {  // a fixed cap: the rest lives on the host
+    const int64_t x = std::min<int64_t>(z.cache_cap, std::max<int64_t>(0, avail));
+    c.dev_kv = std::min(c.kv_tokens, floor_block(x / (z.kv_b * z.L), z.block));
+    const int64_t rest = x - c.dev_kv * z.kv_b * z.L;
+    c.dev_act = std::min(c.act_tokens, floor_block(rest / (z.act_b * z.L), z.block));
+    c.staging =
+        k_ring_slots * cache_bytes_per_layer(z, c.kv_tokens - c.dev_kv, c.act_tokens - c.dev_act);
+    return avail - x >= c.staging;
+  }
   if (total <= avail) {
     c.dev_kv = c.kv_tokens;
     c.dev_act = c.act_tokens;
@@ -238,6 +248,7 @@ placement_plan make_plan(const model_config& cfg, const step_workload& w, const 
   z.dense_ws = dense_workspace_bytes(cfg, w, cal);
   z.block = p.block_size;
   z.past = s.past_tokens;
+  z.cache_cap = b.device_cache_cap;
 
   std::vector<double> ratios;
   if (!p.auto_ratio)
@@ -269,8 +280,11 @@ placement_plan make_plan(const model_config& cfg, const step_workload& w, const 
       need_ws = c.act_tokens * z.kv_b + z.dense_ws;
       need_staging = min_cache;
     }
-    for (int head = 0; head < 2; ++head) {
-      for (int R = 0; R <= z.L; ++R) {
+    // More residency first: at equal predicted time it leaves the link idle, so ties go to it.
+    for (int head = 1; head >= 0; --head) {
+      if (b.head_resident >= 0 && head != b.head_resident) continue;
+      for (int R = z.L; R >= 0; --R) {
+        if (b.resident_layers >= 0 && R != std::min(b.resident_layers, z.L)) continue;
         c.resident = R;
         c.head_res = head == 1;
         if (evaluate(cfg, s, cal, b, z, c) != fit::device_short) device_fits_somewhere = true;

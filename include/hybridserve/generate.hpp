@@ -15,6 +15,11 @@ struct generation_request {
   sampling_params sampling;
   std::vector<int32_t> stop_ids;  // besides EOS
   bool stop_at_eos = true;
+  /// Teacher forcing (scoring, tests): the token fed after step i is forced[i], whatever was
+  /// sampled. Empty = feed the sampled tokens.
+  std::vector<int32_t> forced;
+  /// Return the logits of every sampled position (engine only).
+  bool return_logits = false;
 
   /// Empty when the request can run on `m`, else what is wrong with it.
   std::string check(const model& m) const;
@@ -27,6 +32,7 @@ struct generation_result {
   std::vector<int32_t> tokens;  // generated ids (a stop id is included)
   finish_reason reason = finish_reason::length;
   std::string error;  // for finish_reason::error
+  std::vector<std::vector<float>> logits;  // [generated][vocab] when return_logits
 };
 
 /// Called for every generated token: (request index, token id).

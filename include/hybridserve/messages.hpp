@@ -26,6 +26,7 @@ struct step_outcome {
   int64_t step = 0;
   std::vector<int64_t> seqs;
   std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;  // parallel to tokens; filled for return_logits items
   std::string error;  // non-empty: the pass failed, its requests end with finish_reason::error
   double seconds = 0;
   int64_t new_tokens = 0, rebuilt_rows = 0;

@@ -21,6 +21,7 @@ struct step_item {
   std::vector<int32_t> tokens;
   int64_t past = 0;          // tokens already in its cache
   bool want_logits = false;  // sample after this pass (decode, or the last prefill chunk)
+  bool return_logits = false;  // hand the logits row back too (scoring, tests)
 };
 
 /// What the accountant hands the decoder for one pass: the items and a snapshot of each

@@ -1,31 +1,183 @@
-// The actor runtime against the reference path: same logits and greedy ids for every KV /
-// activation ratio and every device budget, on both fixture models.
+// The actor runtime against the reference path: same logits (1e-4, both float32) and the
+// fixtures' greedy ids for kv_ratio 0, 0.5, 1 and auto, for device budgets from "everything
+// resident" down to "one streamed layer and nothing cached on the device", on both fixtures.
 #include <catch2/catch.hpp>
 
 #include "fixture_util.hpp"
 #include "hybridserve/engine.hpp"
+#include "hybridserve/reference_forward.hpp"
 
-TEST_CASE("engine smoke: greedy equals reference", "[engine]") {
-  auto m = *hs::load_model(hs::test::fixture("opt-tiny"));
-  hs::engine_options o;
-  o.auto_ratio = false;
-  o.kv_ratio = 0.5;
-  hs::calibration cal;
+namespace {
+
+hs::calibration test_calibration() {
+  hs::calibration cal;  // fixed figures: the plan must not depend on this machine's load
   cal.device = "test";
   cal.h2d_bytes_per_s = cal.d2h_bytes_per_s = 1e9;
   cal.mem_bytes_per_s = 1e10;
-  cal.gemm_flops = {{1, 1e9}, {512, 1e10}};
-  o.cal = cal;
-  auto e = hs::engine::start(m, o);
-  REQUIRE(e.ok());
+  cal.gemm_flops = {{1, 1e9}, {512, 2e10}};
+  cal.cache_elem_bytes = cal.weight_elem_bytes = 4;
+  return cal;
+}
+
+struct fixture_run {
+  std::shared_ptr<const hs::model> m;
   hs::tensor_store ex;
-  ex.add_file(hs::test::fixture("opt-tiny") + "/expected.safetensors");
-  hs::generation_request r;
-  r.prompt = hs::test::ints(ex, "p0.prompt");
-  r.max_tokens = 24;
-  r.sampling.temperature = 0;
-  r.stop_at_eos = false;
-  auto res = (*e)->generate({r});
-  CHECK(res[0].result.error == "");
-  CHECK(res[0].result.tokens == hs::test::ints(ex, "p0.greedy"));
+  std::vector<hs::generation_request> reqs;
+  std::vector<std::vector<float>> ref_logits;  // per prompt: [24 * vocab] reference rows
+  std::vector<std::vector<int32_t>> greedy;
+
+  explicit fixture_run(const std::string& name) {
+    m = *hs::load_model(hs::test::fixture(name));
+    ex.add_file(hs::test::fixture(name) + "/expected.safetensors");
+    hs::reference_forward ref(m);
+    for (int i = 0; i < 4; ++i) {
+      const std::string p = "p" + std::to_string(i) + ".";
+      const auto prompt = hs::test::ints(ex, p + "prompt");
+      greedy.push_back(hs::test::ints(ex, p + "greedy"));
+      hs::generation_request r;
+      r.prompt = prompt;
+      r.max_tokens = 24;
+      r.sampling.temperature = 0;
+      r.stop_at_eos = false;
+      r.forced = greedy.back();
+      r.return_logits = true;
+      reqs.push_back(r);
+      // Reference logits at the positions that produced greedy[0..23]: run prompt + greedy.
+      hs::sequence_kv kv;
+      std::vector<int32_t> all = prompt;
+      all.insert(all.end(), greedy.back().begin(), greedy.back().end() - 1);
+      std::vector<hs::forward_item> b{{all, &kv, true}};
+      const auto lg = ref.run(b)[0];
+      const std::size_t V = std::size_t(m->config.vocab);
+      ref_logits.emplace_back(lg.begin() + (prompt.size() - 1) * V, lg.end());
+    }
+  }
+};
+
+struct budget_case {
+  const char* name;
+  int64_t device_budget;  // 0 = unlimited
+  int resident, ring;
+  int64_t cache_cap;  // -1 = plan
+};
+
+}  // namespace
+
+TEST_CASE("engine equals the reference for every ratio and budget", "[engine]") {
+  for (const char* name : {"opt-tiny", "llama-tiny"}) {
+    fixture_run f(name);
+    const auto& c = f.m->config;
+    const int64_t layer = int64_t(hs::layer_device_elems(c)) * 4;
+    const int64_t head = (int64_t(c.vocab) * c.hidden + 2 * c.hidden) * 4;
+    const budget_case budgets[] = {
+        {"everything resident", 0, -1, 2, -1},
+        {"one resident layer, ring of 2, some cache on the device",
+         head + 3 * layer + (4 << 20), 1, 2, 64 << 10},
+        {"one streamed layer, nothing cached on the device", head + layer + (4 << 20), 0, 1, 0},
+        {"one resident layer, ring of 2, nothing cached on the device",
+         head + 3 * layer + (4 << 20), 1, 2, 0},
+        {"one streamed layer, some cache on the device", head + layer + (4 << 20), 0, 1, 64 << 10},
+    };
+    for (const auto& bc : budgets) {
+      for (double ratio : {0.0, 0.5, 1.0, -1.0}) {
+        INFO(name << ", " << bc.name << ", kv_ratio " << (ratio < 0 ? "auto" : std::to_string(ratio)));
+        hs::engine_options o;
+        o.cal = test_calibration();
+        o.device_budget = bc.device_budget;
+        o.resident_layers = bc.resident;
+        o.ring_slots = bc.ring;
+        o.device_cache_cap = bc.cache_cap;
+        o.auto_ratio = ratio < 0;
+        o.kv_ratio = ratio < 0 ? 1.0 : ratio;
+        o.block_size = 4;       // many blocks per sequence
+        o.max_step_tokens = 7;  // prefill in chunks that share passes with decodes
+        auto e = hs::engine::start(f.m, o);
+        REQUIRE(e.ok());
+        hs::cache_usage peak;
+        auto res = (*e)->generate(f.reqs, [&](std::size_t, int32_t) {
+          const auto u = (*e)->report().cache.usage;
+          for (int a = 0; a < 2; ++a)
+            for (int t = 0; t < 2; ++t) peak.blocks[a][t] = std::max(peak.blocks[a][t], u.blocks[a][t]);
+        });
+        for (int i = 0; i < 4; ++i) {
+          INFO("prompt " << i);
+          REQUIRE(res[i].result.error == "");
+          CHECK(res[i].result.tokens == f.greedy[i]);
+          std::vector<float> got;
+          for (const auto& row : res[i].result.logits) got.insert(got.end(), row.begin(), row.end());
+          CHECK(hs::test::max_abs_diff(got, f.ref_logits[i]) < 1e-4);
+        }
+        const auto rep = (*e)->report();
+        // The forms follow the ratio (auto on a model whose activation is not smaller than
+        // K+V must choose KV).
+        const int64_t act = peak.blocks[1][0] + peak.blocks[1][1];
+        const int64_t kv = peak.blocks[0][0] + peak.blocks[0][1];
+        if (ratio == 0.0) CHECK((act > 0 && kv == 0));
+        if (ratio == 1.0) CHECK((kv > 0 && act == 0));
+        if (ratio == 0.5) CHECK((act > 0 && kv > 0));
+        if (ratio < 0 && c.hidden >= 2 * c.kv_dim()) CHECK((kv > 0 && act == 0));
+        if (bc.cache_cap == 0) CHECK(peak.blocks[0][0] + peak.blocks[1][0] == 0);
+        if (bc.device_budget == 0) {
+          CHECK(rep.weights.resident_layers == c.n_layer);
+          CHECK(peak.blocks[0][1] + peak.blocks[1][1] == 0);
+        } else {
+          CHECK(rep.weights.resident_layers == bc.resident);
+          CHECK(peak.blocks[0][1] + peak.blocks[1][1] > 0);  // host tier in use
+          CHECK(rep.cache.device_peak <= bc.device_budget);
+        }
+        // Every block is returned when the requests end.
+        for (int a = 0; a < 2; ++a)
+          for (int t = 0; t < 2; ++t) CHECK(rep.cache.usage.blocks[a][t] == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("auto ratio chooses activations for OPT where they halve the link bytes", "[engine]") {
+  fixture_run f("opt-tiny");
+  hs::engine_options o;
+  o.cal = test_calibration();
+  o.cal->gemm_flops = {{1, 1e12}, {512, 1e13}};  // GPU-like: rebuild is cheap next to the link
+  o.device_budget = 4 << 20;
+  o.resident_layers = 0;
+  o.ring_slots = 1;
+  o.device_cache_cap = 0;
+  o.block_size = 4;
+  auto e = hs::engine::start(f.m, o);
+  REQUIRE(e.ok());
+  int64_t act = 0;
+  auto res = (*e)->generate(f.reqs, [&](std::size_t, int32_t) {
+    const auto u = (*e)->report().cache.usage;
+    act = std::max(act, u.blocks[1][0] + u.blocks[1][1]);
+  });
+  CHECK(act > 0);
+  for (int i = 0; i < 4; ++i) CHECK(res[i].result.tokens == f.greedy[i]);
+}
+
+TEST_CASE("bad requests end with an error and do not disturb the others", "[engine]") {
+  fixture_run f("llama-tiny");
+  hs::engine_options o;
+  o.cal = test_calibration();
+  auto e = hs::engine::start(f.m, o);
+  REQUIRE(e.ok());
+  auto bad = f.reqs[0];
+  bad.prompt.push_back(5000);
+  auto too_long = f.reqs[1];
+  too_long.prompt.assign(300, 5);
+  auto res = (*e)->generate({bad, f.reqs[2], too_long});
+  CHECK(res[0].result.reason == hs::finish_reason::error);
+  CHECK_THAT(res[0].result.error, Catch::Contains("5000"));
+  CHECK(res[1].result.tokens == f.greedy[2]);
+  CHECK(res[2].result.reason == hs::finish_reason::error);
+  CHECK_THAT(res[2].result.error, Catch::Contains("context overflow"));
+}
+
+TEST_CASE("a budget that cannot hold the weights is a clear error", "[engine]") {
+  fixture_run f("opt-tiny");
+  hs::engine_options o;
+  o.cal = test_calibration();
+  o.device_budget = 10000;
+  auto e = hs::engine::start(f.m, o);
+  REQUIRE_FALSE(e.ok());
+  CHECK_THAT(e.error(), Catch::Contains("device budget"));
 }
