@@ -39,9 +39,9 @@ struct engine::impl {
   }
 };
 
-namespace {
-
 std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t budget) {
+  if (kind != "cpu" && kind != "cuda" && kind != "auto")
+    throw error("backend '" + kind + "' unknown (cpu, cuda, auto)");
   if (kind == "cpu") return make_cpu_backend(budget);
   std::string why;
   auto cuda = make_cuda_backend_if_built(budget, why);
@@ -50,14 +50,31 @@ std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t budge
   throw error("backend 'cuda' unavailable: " + why);
 }
 
-}  // namespace
+bool cuda_available(std::string* why) {
+  std::string w;
+  const bool ok = make_cuda_backend_if_built(1, w) != nullptr;
+  if (why) *why = w;
+  return ok;
+}
+
+calibration h200_calibration() {
+  calibration c;
+  c.device = "NVIDIA H200 (BENCH.md figures)";
+  c.h2d_bytes_per_s = 55e9;
+  c.d2h_bytes_per_s = 55e9;
+  c.mem_bytes_per_s = 4.2e12;
+  c.gemm_flops = {{32, 81e12}, {128, 313e12}, {512, 606e12}, {2048, 727e12}};
+  c.cache_elem_bytes = c.weight_elem_bytes = 2;
+  return c;
+}
 
 engine::engine(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 engine::~engine() = default;
 const model& engine::get_model() const { return *impl_->m; }
 
 result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
-                                              const engine_options& o) {
+                                              const engine_options& o,
+                                              std::unique_ptr<backend> given) {
   return capture([&]() -> std::unique_ptr<engine> {
     if (o.backend != "cpu" && o.backend != "cuda" && o.backend != "auto")
       throw error("backend '" + o.backend + "' unknown (cpu, cuda, auto)");
@@ -66,14 +83,18 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     auto p = std::make_unique<impl>();
     p->m = m;
     const std::size_t budget =
-        o.device_budget > 0 ? std::size_t(o.device_budget) : (std::size_t(1) << 50);
+        given               ? given->device_budget()
+        : o.device_budget > 0 ? std::size_t(o.device_budget)
+                              : (std::size_t(1) << 50);
     if (o.cal) {
       p->cal = *o.cal;
+    } else if (given) {
+      p->cal = measure_calibration(*given, m->config);  // before any weight takes the budget
     } else {
       auto scratch = make_backend(o.backend, std::size_t(1) << 50);
       p->cal = measure_calibration(*scratch, m->config);
     }
-    p->be = make_backend(o.backend, budget);
+    p->be = given ? std::move(given) : make_backend(o.backend, budget);
     p->cal.cache_elem_bytes = p->cal.weight_elem_bytes = p->be->elem_bytes();
 
     // The first plan, for the workload hint; the accountant re-plans as requests come.

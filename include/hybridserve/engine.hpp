@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "hybridserve/backend.hpp"
 #include "hybridserve/messages.hpp"
 
 namespace hs {
@@ -45,8 +46,10 @@ class engine {
  public:
   /// Creates the backend, measures it (unless options.cal is given), plans placement, uploads
   /// the resident weights and spawns the actors. Errors name what does not fit.
+  /// `be` (optional) is a backend made with make_backend(); else one is made from options.
   static result<std::unique_ptr<engine>> start(std::shared_ptr<const model> m,
-                                               const engine_options& o);
+                                               const engine_options& o,
+                                               std::unique_ptr<backend> be = nullptr);
   ~engine();
 
   /// Submits every request, waits for all of them; tokens stream through `on_token`.
@@ -66,5 +69,13 @@ class engine {
 
 /// Times copies and GEMMs on a backend: the figures the cost model uses.
 calibration measure_calibration(backend& be, const model_config& cfg);
+
+/// "cpu", "cuda" or "auto" (cuda when a GPU is present, else cpu). Throws hs::error.
+std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t device_budget);
+/// Whether a CUDA device is usable in this build (and why not).
+bool cuda_available(std::string* why = nullptr);
+
+/// BENCH.md's figures measured on an H200 host (PCIe gen5): for planning without a GPU.
+calibration h200_calibration();
 
 }  // namespace hs

@@ -83,6 +83,8 @@ struct intake_stats {
   double tokens_per_s = 0;        // generated tokens / busy seconds
   double last_step_s = 0;         // measured
   double predicted_step_s = 0;    // the plan's prediction for the last pass
+  int64_t h2d_cache_bytes = 0;    // host-tier cache streamed to the device, all passes
+  int64_t d2h_bytes = 0;          // new cache rows written to the host tier, all passes
   bool draining = false;
 };
 
