@@ -155,8 +155,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
   });
 }
 
-std::vector<finished_event> engine::generate(const std::vector<generation_request>& reqs,
-                                             const engine_token_callback& on_token) {
+std::vector<finished_event> engine::generate(
+    const std::vector<generation_request>& reqs, const engine_token_callback& on_token,
+    const std::function<bool(std::size_t, int32_t)>& keep_going) {
   caf::scoped_actor self{*impl_->sys};
   std::map<int64_t, std::size_t> index;
   std::vector<finished_event> out(reqs.size());
@@ -172,7 +173,10 @@ std::vector<finished_event> engine::generate(const std::vector<generation_reques
   while (left > 0) {
     self->receive(
         [&](token_atom, const token_event& e) {
-          if (on_token) on_token(index.at(e.request), e.token);
+          const std::size_t i = index.at(e.request);
+          if (on_token) on_token(i, e.token);
+          if (keep_going && !keep_going(i, e.token))
+            self->send(impl_->intake, cancel_atom::value, e.request);
         },
         [&](finished_atom, const finished_event& e) {
           out[index.at(e.request)] = e;

@@ -218,6 +218,8 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
         r.requester = caf::actor_cast<caf::actor>(self->current_sender());
         r.req = std::move(req);
         r.t_submit = clock_type::now();
+        if (r.req.prompt.empty() && !r.req.prompt_text.empty())
+          r.req.prompt = s.m->encode_prompt(r.req.prompt_text);
         std::string why = r.req.check(*s.m);
         if (why.empty() && s.draining) why = "the server is draining: no new requests";
         if (why.empty() && int(s.queue.size()) >= s.o.max_queue)

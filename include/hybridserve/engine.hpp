@@ -52,9 +52,11 @@ class engine {
                                                std::unique_ptr<backend> be = nullptr);
   ~engine();
 
-  /// Submits every request, waits for all of them; tokens stream through `on_token`.
-  std::vector<finished_event> generate(const std::vector<generation_request>& reqs,
-                                       const engine_token_callback& on_token = {});
+  /// Submits every request, waits for all of them; tokens stream through `on_token`. When
+  /// `keep_going(i, token)` returns false, request i is cancelled (it ends with `cancelled`).
+  std::vector<finished_event> generate(
+      const std::vector<generation_request>& reqs, const engine_token_callback& on_token = {},
+      const std::function<bool(std::size_t, int32_t)>& keep_going = {});
   engine_report report();
   /// ratio < 0: automatic. Takes effect at the next pass.
   cache_report set_ratio(double ratio);

@@ -11,6 +11,7 @@ namespace hs {
 
 struct generation_request {
   std::vector<int32_t> prompt;  // ids, BOS included when the model wants one
+  std::string prompt_text;      // used when `prompt` is empty: request intake tokenizes it
   int max_tokens = 128;
   sampling_params sampling;
   std::vector<int32_t> stop_ids;  // besides EOS

@@ -164,7 +164,12 @@ TEST_CASE("bad requests end with an error and do not disturb the others", "[engi
   bad.prompt.push_back(5000);
   auto too_long = f.reqs[1];
   too_long.prompt.assign(300, 5);
-  auto res = (*e)->generate({bad, f.reqs[2], too_long});
+  auto text = f.reqs[3];
+  text.prompt.clear();  // intake tokenizes the text (BOS first), as encode_prompt does
+  text.prompt_text = nlohmann::json::parse(hs::test::read_file(hs::test::fixture("llama-tiny") +
+                                                               "/expected.json"))["prompts"][3]["text"];
+  auto res = (*e)->generate({bad, f.reqs[2], too_long, text});
+  CHECK(res[3].result.tokens == f.greedy[3]);
   CHECK(res[0].result.reason == hs::finish_reason::error);
   CHECK_THAT(res[0].result.error, Catch::Contains("5000"));
   CHECK(res[1].result.tokens == f.greedy[2]);
@@ -180,4 +185,24 @@ TEST_CASE("a budget that cannot hold the weights is a clear error", "[engine]") 
   auto e = hs::engine::start(f.m, o);
   REQUIRE_FALSE(e.ok());
   CHECK_THAT(e.error(), Catch::Contains("device budget"));
+}
+
+TEST_CASE("cancelling a request ends it and frees its cache; the others are untouched",
+          "[engine]") {
+  fixture_run f("opt-tiny");
+  hs::engine_options o;
+  o.cal = test_calibration();
+  o.auto_ratio = false;
+  o.kv_ratio = 0.5;
+  o.block_size = 4;
+  auto e = hs::engine::start(f.m, o);
+  REQUIRE(e.ok());
+  auto res = (*e)->generate(f.reqs, {}, [](std::size_t i, int32_t) { return i != 1; });
+  CHECK(res[1].result.reason == hs::finish_reason::cancelled);
+  CHECK(res[1].result.tokens.size() < 24);
+  for (int i : {0, 2, 3}) CHECK(res[i].result.tokens == f.greedy[i]);
+  const auto u = (*e)->report().cache.usage;
+  for (int a = 0; a < 2; ++a)
+    for (int t = 0; t < 2; ++t) CHECK(u.blocks[a][t] == 0);
+  CHECK((*e)->report().intake.running == 0);
 }
