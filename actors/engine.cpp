@@ -3,41 +3,13 @@
 
 #include <map>
 
-#include "hybridserve/actors.hpp"
+#include "hybridserve/engine_internals.hpp"
 #include "hybridserve/cpu_backend.hpp"
 #include "hybridserve/weight_placement.hpp"
 
 namespace hs {
 
 std::unique_ptr<backend> make_cuda_backend_if_built(std::size_t budget, std::string& why);
-
-struct engine::impl {
-  std::shared_ptr<const model> m;
-  std::unique_ptr<backend> be;
-  calibration cal;
-  head_weights head;
-  std::shared_ptr<weight_placement> weights;
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  accountant_actor accountant;
-  loader_actor loader;
-  recompute_actor recompute;
-  decoder_actor decoder;
-  intake_actor intake;
-
-  ~impl() {
-    if (sys) {
-      for (auto a : {caf::actor_cast<caf::actor>(intake), caf::actor_cast<caf::actor>(decoder),
-                     caf::actor_cast<caf::actor>(recompute), caf::actor_cast<caf::actor>(loader),
-                     caf::actor_cast<caf::actor>(accountant)})
-        if (a) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-      sys->await_all_actors_done();
-    }
-    if (be) be->synchronize();
-    weights.reset();
-    sys.reset();
-  }
-};
 
 std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t budget) {
   if (kind != "cpu" && kind != "cuda" && kind != "auto")
@@ -70,6 +42,7 @@ calibration h200_calibration() {
 
 engine::engine(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 engine::~engine() = default;
+engine::impl& engine::internals() { return *impl_; }
 const model& engine::get_model() const { return *impl_->m; }
 
 result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
@@ -137,6 +110,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     ao.limits.resident_layers = p->weights->resident_layers();
     ao.limits.device_cache_cap = ao.device_cache_cap;
     if (o.scheduler_threads > 0) p->cfg.set("scheduler.max-threads", o.scheduler_threads);
+    if (o.network) p->cfg.load<caf::io::middleman>();  // brokers for the TCP front ends
     p->sys = std::make_unique<caf::actor_system>(p->cfg);
     auto& sys = *p->sys;
     p->head = head_weights{p->weights->final_norm_w(), p->weights->final_norm_b(),

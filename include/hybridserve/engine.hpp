@@ -28,6 +28,7 @@ struct engine_options {
   std::optional<calibration> cal;  // measured at start when absent
   int64_t batch_hint = 8, context_hint = 256;  // workload the first plan assumes
   int scheduler_threads = 0;     // CAF workers; 0 = CAF's default
+  bool network = false;          // load CAF's middleman (TCP front ends)
 };
 
 /// Everything the admin console and metrics show.
@@ -63,6 +64,8 @@ class engine {
   const model& get_model() const;
 
   struct impl;
+  /// The actor system and actor handles, for front ends (see engine_internals.hpp).
+  impl& internals();
 
  private:
   explicit engine(std::unique_ptr<impl> p);

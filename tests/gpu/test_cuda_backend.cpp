@@ -62,7 +62,7 @@ std::vector<float> read(hs::backend& be, const void* p, int64_t n) {
   std::vector<char> raw(std::size_t(n) * eb);
   be.copy(stream::d2h, raw.data(), p, raw.size());
   be.synchronize();
-  std::vector<float> out(std::size_t(n));
+  std::vector<float> out(static_cast<std::size_t>(n));
   for (std::size_t i = 0; i < out.size(); ++i) {
     if (eb == 2) {
       uint16_t h;
