@@ -131,6 +131,7 @@ accountant_actor::behavior_type cache_accountant(accountant_ptr self, backend* b
         self->state.admitted.erase(seq);
       },
       [=](usage_atom) -> cache_report { return report(self); },
+      [=](mailbox_atom) -> int64_t { return int64_t(self->mailbox().size()); },
       [=](ratio_atom, double r) -> cache_report {
         auto& s = self->state;
         s.o.policy.auto_ratio = r < 0;

@@ -174,6 +174,7 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be,
         s.promise.deliver(o);
       },
       [=](forget_atom, int64_t seq) { self->state.samplers.erase(seq); },
+      [=](mailbox_atom) -> int64_t { return int64_t(self->mailbox().size()); },
   };
 }
 

@@ -100,10 +100,12 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     if (o.device_cache_cap >= 0) {
       ao.device_cache_cap = o.device_cache_cap;
     } else {
-      // What the plan gives the cache, but never the room the passes' buffers need.
-      const int64_t left = int64_t(budget) - int64_t(p->be->device_used()) -
-                           plan.workspace_bytes - plan.staging_bytes;
-      ao.device_cache_cap = std::max<int64_t>(0, std::min(plan.device_cache_bytes, left));
+      // The cache may take what the weights leave, minus room for the passes' buffers (the
+      // plan's workspace and staging for its workload, and at least 1/16 of the budget).
+      const int64_t reserve = std::max<int64_t>(plan.workspace_bytes + plan.staging_bytes,
+                                                int64_t(budget / 16));
+      ao.device_cache_cap =
+          std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);
     }
 
     // Re-plans keep this placement and only move the ratio.

@@ -15,6 +15,7 @@ recompute_actor::behavior_type recompute_engine(
     recompute_actor::stateful_pointer<recompute_state> self, backend* be,
     std::shared_ptr<const model> m) {
   return {
+      [=](mailbox_atom) -> int64_t { return int64_t(self->mailbox().size()); },
       [=](rebuild_atom, const rebuild_job& job) -> event_ref {
         self->state.jobs += 1;
         self->state.rows += job.M;

@@ -252,6 +252,48 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
         return out;
       },
       [=](drain_atom) { self->state.draining = true; },
+      [=](cancel_all_atom) {
+        auto& s = self->state;
+        s.draining = true;
+        std::vector<int64_t> ids;
+        for (const auto& [id, r] : s.live) ids.push_back(id);
+        for (auto id : ids) {
+          auto it = s.live.find(id);
+          if (it == s.live.end()) continue;
+          if (it->second.in_step) it->second.cancelled = true;
+          else finish(self, id, finish_reason::cancelled);
+        }
+      },
+      [=](requests_atom) -> std::vector<request_info> {
+        auto& s = self->state;
+        std::vector<request_info> out;
+        const auto now = clock_type::now();
+        for (const auto& [id, r] : s.live) {
+          request_info i;
+          i.id = id;
+          const bool admitted = std::find(s.running.begin(), s.running.end(), id) != s.running.end();
+          i.state = !admitted ? "queued"
+                    : r.prefilled < int64_t(r.req.prompt.size()) || r.out.empty() ? "prefill"
+                                                                                  : "decode";
+          i.prompt_tokens = int64_t(r.req.prompt.size());
+          i.generated = int64_t(r.out.size());
+          i.max_tokens = r.req.max_tokens;
+          i.age_s = std::chrono::duration<double>(now - r.t_submit).count();
+          out.push_back(i);
+        }
+        return out;
+      },
+      [=](set_atom, const std::string& key, int64_t v) -> std::string {
+        auto& s = self->state;
+        if (v <= 0) return key + " must be positive";
+        if (key == "max_batch") s.o.max_batch = int(v);
+        else if (key == "max_step_tokens") s.o.max_step_tokens = int(v);
+        else if (key == "max_queue") s.o.max_queue = int(v);
+        else return "unknown setting '" + key + "' (max_batch, max_step_tokens, max_queue, kv_ratio)";
+        schedule(self);
+        return {};
+      },
+      [=](mailbox_atom) -> int64_t { return int64_t(self->mailbox().size()); },
   };
 }
 

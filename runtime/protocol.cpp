@@ -1,6 +1,8 @@
 // Protocol version 1: client lines in, validated messages out; replies serialised to one line.
 #include "hybridserve/protocol.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -60,6 +62,13 @@ std::optional<std::string> valid_id(const json& obj, const limits& lim) {
   return s;
 }
 
+/// What a wrongly typed value is, for messages: numbers and booleans as written, other
+/// values by their type only (a string could be as long as the line).
+std::string describe(const json& v) {
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  return std::string("a") + (v.is_array() || v.is_object() ? "n " : " ") + v.type_name();
+}
+
 /// Reads the fields of one request; every complaint carries the request's id.
 class reader {
  public:
@@ -80,7 +89,7 @@ class reader {
   std::optional<std::string> string(const char* key) const {
     const json* v = get(key);
     if (!v) return std::nullopt;
-    if (!v->is_string()) fail(std::string(key) + " must be a string");
+    if (!v->is_string()) fail(std::string(key) + " must be a string, got " + describe(*v));
     return v->get<std::string>();
   }
 
@@ -92,9 +101,9 @@ class reader {
   }
 
   int64_t integer_value(const json& v, const std::string& what, int64_t lo, int64_t hi) const {
-    const std::string range = " must be an integer in [" + std::to_string(lo) + ", " +
-                              std::to_string(hi) + "]";
-    if (!v.is_number_integer()) fail(what + range);
+    const std::string range =
+        " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    if (!v.is_number_integer()) fail(what + range + ", got " + describe(v));
     if (v.is_number_unsigned()) {
       const uint64_t u = v.get<uint64_t>();
       if (u > uint64_t(hi)) fail(what + range + ", got " + std::to_string(u));
@@ -105,17 +114,19 @@ class reader {
     return i;
   }
 
-  std::optional<double> number(const char* key) const {
+  /// `range` is only for the message; the caller checks it.
+  std::optional<double> number(const char* key, const char* range) const {
     const json* v = get(key);
     if (!v) return std::nullopt;
-    if (!v->is_number()) fail(std::string(key) + " must be a number");
+    if (!v->is_number())
+      fail(std::string(key) + " must be a number in " + range + ", got " + describe(*v));
     return v->get<double>();
   }
 
   std::optional<bool> boolean(const char* key) const {
     const json* v = get(key);
     if (!v) return std::nullopt;
-    if (!v->is_boolean()) fail(std::string(key) + " must be true or false");
+    if (!v->is_boolean()) fail(std::string(key) + " must be true or false, got " + describe(*v));
     return v->get<bool>();
   }
 
@@ -123,15 +134,16 @@ class reader {
   std::optional<std::vector<int32_t>> ids(const char* key, std::size_t max_count) const {
     const json* v = get(key);
     if (!v) return std::nullopt;
-    if (!v->is_array()) fail(std::string(key) + " must be an array of token ids");
+    if (!v->is_array())
+      fail(std::string(key) + " must be an array of token ids, got " + describe(*v));
     if (v->size() > max_count)
       fail(std::string(key) + " has " + std::to_string(v->size()) + " entries, at most " +
            std::to_string(max_count) + " allowed");
     std::vector<int32_t> out;
     out.reserve(v->size());
     for (std::size_t i = 0; i < v->size(); ++i)
-      out.push_back(int32_t(
-          integer_value((*v)[i], std::string(key) + "[" + std::to_string(i) + "]", 0, max_token_id)));
+      out.push_back(int32_t(integer_value((*v)[i], std::string(key) + "[" + std::to_string(i) + "]",
+                                          0, max_token_id)));
     return out;
   }
 
@@ -144,7 +156,8 @@ std::string required_id(const json& obj, const limits& lim) {
   auto it = obj.find("id");
   if (it == obj.end() || it->is_null())
     reject(error_code::bad_request, "id is missing: every request needs a string id", {});
-  if (!it->is_string()) reject(error_code::bad_request, "id must be a string", {});
+  if (!it->is_string())
+    reject(error_code::bad_request, "id must be a string, got " + describe(*it), {});
   const auto& s = it->get_ref<const std::string&>();
   if (s.empty()) reject(error_code::bad_request, "id must not be empty", {});
   if (s.size() > lim.max_id_bytes)
@@ -163,7 +176,9 @@ hello_msg parse_hello(const json& obj) {
       "this server speaks protocol version " + std::to_string(protocol_version);
   if (!v) r.fail("version is missing: " + speaks);
   if (!v->is_number_unsigned() || v->get<uint64_t>() != uint64_t(protocol_version))
-    r.fail("version " + v->dump() + " is not supported: " + speaks);
+    // Echo numbers only: a string or object could be as long as the line.
+    r.fail((v->is_number() ? "version " + v->dump() : std::string("a non-numeric version")) +
+           " is not supported: " + speaks);
   hello_msg m;
   m.version = protocol_version;
   m.client = r.string("client").value_or("");
@@ -181,16 +196,17 @@ generate_msg parse_generate(const json& obj, std::string id, const limits& lim) 
   if (!m.prompt && !m.prompt_ids) r.fail("prompt or prompt_ids is required");
   if (m.prompt_ids && m.prompt_ids->empty()) r.fail("prompt_ids must not be empty");
 
-  m.max_tokens = int(r.integer("max_tokens", 0, lim.max_tokens_limit).value_or(lim.max_tokens_default));
+  m.max_tokens =
+      int(r.integer("max_tokens", 0, lim.max_tokens_limit).value_or(lim.max_tokens_default));
 
-  if (auto t = r.number("temperature")) {
+  if (auto t = r.number("temperature", "[0, 100] (0 = greedy)")) {
     if (!(*t >= 0 && *t <= 100))  // also false for NaN
       r.fail("temperature must be a number in [0, 100] (0 = greedy)");
     m.sampling.temperature = float(*t);
   } else {
     m.sampling.temperature = 1.0f;
   }
-  if (auto p = r.number("top_p")) {
+  if (auto p = r.number("top_p", "(0, 1]")) {
     // Checked as the float the sampler will use: 1e-300 is > 0 but rounds to 0.
     if (!(*p > 0 && *p <= 1) || !(float(*p) > 0.f)) r.fail("top_p must be a number in (0, 1]");
     m.sampling.top_p = float(*p);
@@ -198,7 +214,7 @@ generate_msg parse_generate(const json& obj, std::string id, const limits& lim) 
   if (auto k = r.integer("top_k", 0, std::numeric_limits<int>::max())) m.sampling.top_k = int(*k);
   if (const json* s = r.get("seed")) {
     if (!s->is_number_unsigned())
-      r.fail("seed must be an unsigned integer in [0, 18446744073709551615]");
+      r.fail("seed must be an unsigned integer in [0, 18446744073709551615], got " + describe(*s));
     m.sampling.seed = s->get<uint64_t>();
     m.sampling.seeded = true;
   }
@@ -207,13 +223,13 @@ generate_msg parse_generate(const json& obj, std::string id, const limits& lim) 
   if (const json* s = r.get("stop")) {
     // A single string is accepted as a list of one (as OpenAI-style clients send it).
     const json list = s->is_string() ? json::array({*s}) : *s;
-    if (!list.is_array()) r.fail("stop must be an array of strings");
+    if (!list.is_array()) r.fail("stop must be an array of strings, got " + describe(list));
     if (list.size() > lim.max_stop)
       r.fail("stop has " + std::to_string(list.size()) + " strings, at most " +
              std::to_string(lim.max_stop) + " allowed");
     for (std::size_t i = 0; i < list.size(); ++i) {
       const std::string what = "stop[" + std::to_string(i) + "]";
-      if (!list[i].is_string()) r.fail(what + " must be a string");
+      if (!list[i].is_string()) r.fail(what + " must be a string, got " + describe(list[i]));
       const auto& str = list[i].get_ref<const std::string&>();
       if (str.empty() || str.size() > lim.max_stop_bytes)
         r.fail(what + " must be 1 to " + std::to_string(lim.max_stop_bytes) + " bytes long");
@@ -230,7 +246,8 @@ client_msg parse_object(const json& obj, const limits& lim) {
   if (op_it == obj.end() || op_it->is_null())
     reject(error_code::bad_request, "op is missing", valid_id(obj, lim));
   if (!op_it->is_string())
-    reject(error_code::bad_request, "op must be a string", valid_id(obj, lim));
+    reject(error_code::bad_request, "op must be a string, got " + describe(*op_it),
+           valid_id(obj, lim));
   const auto& op = op_it->get_ref<const std::string&>();
 
   if (op == "hello") return parse_hello(obj);
@@ -261,7 +278,9 @@ std::string dump(const ojson& j) {
   return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
-std::string clean(const std::string& s) { return hs::utf8::sanitize(s); }
+std::string clean(const std::string& s) {
+  return hs::utf8::sanitize(s);
+}
 
 ojson reply(const char* type, const std::string& id) {
   ojson j;
@@ -274,16 +293,26 @@ ojson reply(const char* type, const std::string& id) {
 
 const char* code_name(error_code c) {
   switch (c) {
-    case error_code::bad_json: return "bad_json";
-    case error_code::bad_request: return "bad_request";
-    case error_code::unknown_op: return "unknown_op";
-    case error_code::duplicate_id: return "duplicate_id";
-    case error_code::unknown_id: return "unknown_id";
-    case error_code::line_too_long: return "line_too_long";
-    case error_code::context_overflow: return "context_overflow";
-    case error_code::overloaded: return "overloaded";
-    case error_code::unauthorized: return "unauthorized";
-    case error_code::internal: return "internal";
+    case error_code::bad_json:
+      return "bad_json";
+    case error_code::bad_request:
+      return "bad_request";
+    case error_code::unknown_op:
+      return "unknown_op";
+    case error_code::duplicate_id:
+      return "duplicate_id";
+    case error_code::unknown_id:
+      return "unknown_id";
+    case error_code::line_too_long:
+      return "line_too_long";
+    case error_code::context_overflow:
+      return "context_overflow";
+    case error_code::overloaded:
+      return "overloaded";
+    case error_code::unauthorized:
+      return "unauthorized";
+    case error_code::internal:
+      return "internal";
   }
   return "internal";
 }
@@ -292,8 +321,9 @@ std::variant<client_msg, protocol_error> parse_line(std::string_view line, const
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line.size() > lim.max_line_bytes)
     return protocol_error{error_code::line_too_long,
-                          "line of " + std::to_string(line.size()) + " bytes exceeds the limit of " +
-                              std::to_string(lim.max_line_bytes) + " bytes",
+                          "line of " + std::to_string(line.size()) +
+                              " bytes exceeds the limit of " + std::to_string(lim.max_line_bytes) +
+                              " bytes",
                           std::nullopt};
   try {
     if (deeper_than(line, lim.max_depth))
@@ -327,7 +357,9 @@ std::string hello_reply(const std::string& server, const std::string& model, int
   return dump(j);
 }
 
-std::string pong(const std::string& id) { return dump(reply("pong", id)); }
+std::string pong(const std::string& id) {
+  return dump(reply("pong", id));
+}
 
 std::string token_msg(const std::string& id, int index, int32_t token, const std::string& text) {
   ojson j = reply("token", id);

@@ -26,5 +26,6 @@ void add_engine_options(CLI::App* cmd, engine_flags& f);
 void add_generate_command(CLI::App& app, std::function<int()>& run);
 void add_plan_command(CLI::App& app, std::function<int()>& run);
 void add_bench_command(CLI::App& app, std::function<int()>& run);
+void add_serve_command(CLI::App& app, std::function<int()>& run);
 
 }  // namespace hs::cli

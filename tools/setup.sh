@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build make pkg-config git ca-certificates
       libcaf-dev libtomlplusplus-dev catch2 nlohmann-json3-dev libopenblas-dev
-      libcli11-dev libpcre2-dev)
+      libcli11-dev libpcre2-dev libedit-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

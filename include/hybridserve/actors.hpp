@@ -35,6 +35,11 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using token_atom = caf::atom_constant<caf::atom("token")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using mailbox_atom = caf::atom_constant<caf::atom("mailbox")>;
+using requests_atom = caf::atom_constant<caf::atom("requests")>;
+using set_atom = caf::atom_constant<caf::atom("set")>;
+using cancel_all_atom = caf::atom_constant<caf::atom("cancelall")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
 
 }  // namespace hs
 
@@ -51,6 +56,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hs::token_event)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hs::finished_event)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hs::intake_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hs::generation_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hs::request_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<hs::request_info>)
 
 namespace hs {
 
@@ -62,22 +69,26 @@ using accountant_actor = caf::typed_actor<
     caf::reacts_to<commit_atom, std::vector<int64_t>, std::vector<int64_t>>,  // seqs, tokens
     caf::reacts_to<release_atom, int64_t>,
     caf::replies_to<usage_atom>::with<cache_report>,
-    caf::replies_to<ratio_atom, double>::with<cache_report>>;  // ratio < 0: automatic
+    caf::replies_to<ratio_atom, double>::with<cache_report>,  // ratio < 0: automatic
+    caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Owns weight placement: resident layers, the ring, the LM head.
 using loader_actor = caf::typed_actor<
     caf::replies_to<load_atom, int64_t, int32_t>::with<layer_ready>,  // step, layer
     caf::reacts_to<release_atom, int32_t, event_ref>,  // layer's last reader
-    caf::replies_to<head_atom>::with<head_weights>>;
+    caf::replies_to<head_atom>::with<head_weights>,
+    caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Rebuilds K/V from activation checkpoints as soon as a layer's Wk|Wv are on the device.
 using recompute_actor =
-    caf::typed_actor<caf::replies_to<rebuild_atom, rebuild_job>::with<event_ref>>;
+    caf::typed_actor<caf::replies_to<rebuild_atom, rebuild_job>::with<event_ref>,
+                     caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Runs passes over the weights and samples.
 using decoder_actor = caf::typed_actor<caf::replies_to<run_atom, step_items>::with<step_outcome>,
                                        caf::reacts_to<sampled_atom, int64_t>,
-                                       caf::reacts_to<forget_atom, int64_t>>;
+                                       caf::reacts_to<forget_atom, int64_t>,
+                                       caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Accepts requests, batches them continuously, streams tokens back to each requester.
 /// Requesters receive (token_atom, token_event) and finally (finished_atom, finished_event).
@@ -85,7 +96,11 @@ using intake_actor = caf::typed_actor<
     caf::replies_to<submit_atom, generation_request>::with<int64_t>,  // request id
     caf::reacts_to<cancel_atom, int64_t>,
     caf::replies_to<stats_atom>::with<intake_stats>,
-    caf::reacts_to<drain_atom>>;
+    caf::reacts_to<drain_atom>,
+    caf::reacts_to<cancel_all_atom>,                                 // shutdown: end everything
+    caf::replies_to<requests_atom>::with<std::vector<request_info>>,
+    caf::replies_to<set_atom, std::string, int64_t>::with<std::string>,  // live setting; "" = ok
+    caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 // ---- spawning
 struct accountant_options {

@@ -24,9 +24,12 @@ struct engine::impl {
   recompute_actor recompute;
   decoder_actor decoder;
   intake_actor intake;
+  std::vector<caf::actor> frontends;  // listeners and the admin actor: exit with the engine
+  std::vector<caf::actor> listeners;  // stop accepting first (stop_frontends)
 
   ~impl() {
     if (sys) {
+      for (auto& f : frontends) caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
       for (auto a : {caf::actor_cast<caf::actor>(intake), caf::actor_cast<caf::actor>(decoder),
                      caf::actor_cast<caf::actor>(recompute), caf::actor_cast<caf::actor>(loader),
                      caf::actor_cast<caf::actor>(accountant)})

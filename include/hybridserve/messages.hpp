@@ -77,6 +77,14 @@ struct finished_event {
   request_timings timings;
 };
 
+/// One live request, for the admin console.
+struct request_info {
+  int64_t id = 0;
+  std::string state;  // queued | prefill | decode
+  int64_t prompt_tokens = 0, generated = 0, max_tokens = 0;
+  double age_s = 0;
+};
+
 struct intake_stats {
   int64_t running = 0, queued = 0, finished = 0;
   int64_t generated_tokens = 0, prompt_tokens = 0, steps = 0;

@@ -10,7 +10,8 @@
 #include <variant>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+// Only the declaration: includers that build JSON include <nlohmann/json.hpp> themselves.
+#include <nlohmann/json_fwd.hpp>
 
 #include "hybridserve/sampler.hpp"
 
@@ -55,7 +56,7 @@ struct ping_msg {
 };
 struct generate_msg {
   std::string id;
-  std::optional<std::string> prompt;             // exactly one of prompt and prompt_ids
+  std::optional<std::string> prompt;  // exactly one of prompt and prompt_ids
   std::optional<std::vector<int32_t>> prompt_ids;
   int max_tokens = 128;
   sampling_params sampling;  // temperature 1 unless given; seed given -> seeded
@@ -101,7 +102,7 @@ struct done_info {
   std::string finish_reason;  // "stop" | "length" | "cancelled" | "error"
   int64_t prompt_tokens = 0, completion_tokens = 0;
   double queue_ms = 0, ttft_ms = 0, prefill_ms = 0, decode_ms = 0;  // non-finite -> null
-  std::optional<std::string> text;         // both set when the request was not streamed
+  std::optional<std::string> text;  // both set when the request was not streamed
   std::optional<std::vector<int32_t>> ids;
 };
 std::string done_msg(const std::string& id, const done_info& d);
