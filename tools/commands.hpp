@@ -27,5 +27,7 @@ void add_generate_command(CLI::App& app, std::function<int()>& run);
 void add_plan_command(CLI::App& app, std::function<int()>& run);
 void add_bench_command(CLI::App& app, std::function<int()>& run);
 void add_serve_command(CLI::App& app, std::function<int()>& run);
+void add_client_command(CLI::App& app, std::function<int()>& run);
+void add_console_command(CLI::App& app, std::function<int()>& run);
 
 }  // namespace hs::cli

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   hs::cli::add_plan_command(app, run);
   hs::cli::add_bench_command(app, run);
   hs::cli::add_serve_command(app, run);
+  hs::cli::add_client_command(app, run);
+  hs::cli::add_console_command(app, run);
   auto* shapes = app.add_subcommand("shapes", "list the synthetic model shapes");
   shapes->callback([&run] {
     run = [] {
