@@ -1,22 +1,51 @@
 #!/usr/bin/env bash
-# On a GPU host (see README "GPU"): build with CUDA, run the [gpu] tests and, when asked, the
-# benchmarks; logs go to $OUT (or ./gpu-out), a short table is printed last.
-# Usage: tools/gpu/run_gpu_checks.sh [tests|bench|all]   (default: all)
+# On a GPU host (see README "GPU"): build with CUDA, run every test including the [gpu] ones,
+# then the benchmarks; logs go to $OUT (or ./gpu-out); a short table is printed last.
+# Usage: tools/gpu/run_gpu_checks.sh [tests|smoke|bench|all]   (default: all)
+#   tests: build + ctest;  smoke: + a small bench;  bench: + W1..W5 of BENCH.md;  all: everything
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 what="${1:-all}"
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 if [ -f .gpukit/unpack.sh ]; then source .gpukit/unpack.sh >"$out/kit.log" 2>&1; fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)
+echo "$gpu" | tee "$out/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="${KIT:-/usr}/usr" \
   ${KIT_CMAKE_ARGS:-} -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+declare -a table
 status=0
-if [ "$what" = tests ] || [ "$what" = all ]; then
+if [ "$what" != bench ]; then
   (cd build-gpu && ctest --output-on-failure -j4 --timeout 600) >"$out/ctest.log" 2>&1 || status=1
-  tail -25 "$out/ctest.log"
+  grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | tail -8
+  table+=("ctest: $(grep -E 'tests passed' "$out/ctest.log" | tail -1)")
 fi
+hs=build-gpu/hybridserve
+bench() {  # name, args...
+  local name=$1; shift
+  echo "== $name: hybridserve bench $*" | tee -a "$out/bench.log"
+  timeout 900 "$hs" bench --backend cuda "$@" >"$out/bench-$name.txt" 2>"$out/bench-$name.err"
+  local rc=$?
+  tail -6 "$out/bench-$name.txt" | tee -a "$out/bench.log"
+  [ $rc -eq 0 ] || { echo "$name failed (rc $rc)"; tail -5 "$out/bench-$name.err"; }
+  table+=("$name: $(grep -E '^hybrid' "$out/bench-$name.txt" | head -1)")
+  table+=("$name: $(grep -E '^kv-only' "$out/bench-$name.txt" | head -1)")
+}
+case "$what" in
+  smoke) bench smoke --shape opt-6.7b --batch 32 --prompt 128 --gen 8 --device-budget 8GiB --kv-only ;;
+  bench|all)
+    bench W1 --shape opt-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB --kv-only
+    [ "${HS_BENCH_ALL:-0}" = 1 ] && {
+      bench W2 --shape opt-13b --batch 128 --prompt 512 --gen 128 --device-budget 24GiB
+      bench W3 --shape opt-30b --batch 32 --prompt 512 --gen 32 --device-budget 24GiB
+      bench W4 --shape llama-2-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB
+      bench W5 --shape llama-3-8b --batch 128 --prompt 512 --gen 32 --device-budget 16GiB
+    } ;;
+esac
+echo
+echo "=== summary ($gpu, $(date -u +%Y-%m-%d))"
+for row in "${table[@]}"; do echo "$row"; done
 exit $status
