@@ -57,7 +57,12 @@ void advance(decoder_ptr self) {
     while (st.pipe && st.arrived.count(st.next_load) && st.next_load - 2 < st.next_compute) {
       auto node = st.arrived.extract(st.next_load++);
       const layer_ready r = node.mapped();
-      const rebuild_job job = st.pipe->load_cache(r);
+      rebuild_job job;
+      try {
+        job = st.pipe->load_cache(r);
+      } catch (const std::exception& e) {
+        return fail_step(self, e.what());
+      }
       self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
           .then([=](const event_ref& e) {
             auto& s = self->state;
@@ -73,11 +78,22 @@ void advance(decoder_ptr self) {
     while (st.pipe && st.rebuilt.count(st.next_compute)) {
       auto node = st.rebuilt.extract(st.next_compute);
       const auto& [ready, rebuilt] = node.mapped();
-      const event_ref done = st.pipe->compute_layer(ready, rebuilt);
+      event_ref done;
+      try {
+        done = st.pipe->compute_layer(ready, rebuilt);
+      } catch (const std::exception& e) {
+        self->send(st.loader, release_atom::value, ready.layer, event_ref{});
+        return fail_step(self, e.what());
+      }
       self->send(st.loader, release_atom::value, ready.layer, done);
       progress = true;
       if (++st.next_compute == L) {
-        const event_ref fin = st.pipe->finish();
+        event_ref fin;
+        try {
+          fin = st.pipe->finish();
+        } catch (const std::exception& e) {
+          return fail_step(self, e.what());
+        }
         const int64_t step = st.items.step;
         auto me = caf::actor_cast<caf::actor>(self);
         st.be->on_done(fin, [me, step] { caf::anon_send(me, sampled_atom::value, step); });

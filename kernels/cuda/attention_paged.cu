@@ -130,13 +130,14 @@ void attention_paged(const __half* q, __half* out, const int32_t* q_start, const
         int(n_head), int(n_kv), int(block_size), scale_log2);                             \
     break;
   switch (D) {
+    HS_ATTN_CASE(16)
     HS_ATTN_CASE(32)
     HS_ATTN_CASE(64)
     HS_ATTN_CASE(128)
     HS_ATTN_CASE(256)
     default:
       throw hs::error("attention_paged: head dim " + std::to_string(D) +
-                      " not supported (32, 64, 128, 256)");
+                      " not supported (16, 32, 64, 128, 256)");
   }
 #undef HS_ATTN_CASE
   HS_CUDA_CHECK_LAUNCH();

@@ -2,6 +2,7 @@
 // key reads, and every kind of mistake is an error at the right FILE:LINE:COLUMN. Positions in
 // the expected messages were counted by hand from the test inputs (lines and columns from 1).
 #include <catch2/catch.hpp>
+#include <unistd.h>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -213,7 +214,7 @@ file = "/var/log/hybridserve.log"
     CHECK(hidden.find("token = \"***\"\n") != std::string::npos);
   }
   SECTION("the same file through load_server_config") {
-    const std::string path = "/tmp/hs_test_server_config.toml";
+    const std::string path = "/tmp/hs_test_server_config_" + std::to_string(::getpid()) + ".toml";
     {
       std::ofstream out(path);
       out << text;
