@@ -89,6 +89,17 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
                          : plan.feasible         ? plan.resident_layers
                                                  : 0;
     p->weights = std::make_shared<weight_placement>(*p->be, m, resident, std::max(1, o.ring_slots));
+    {
+      // One lookup now, so a backend that keeps embedding tables on the device allocates them
+      // before the cache cap is computed from what is left.
+      void* tmp = p->be->device_alloc(std::size_t(m->config.hidden) * std::size_t(p->be->elem_bytes()),
+                                      "embedding warm-up");
+      p->be->embed(stream::compute, m->weights.tok_embed,
+                   m->config.architecture == arch::opt ? &m->weights.pos_embed : nullptr, {0}, {0},
+                   tmp);
+      p->be->synchronize();
+      p->be->device_free(tmp);
+    }
     p->be->synchronize();
 
     accountant_options ao;
