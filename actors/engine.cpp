@@ -111,10 +111,13 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     if (o.device_cache_cap >= 0) {
       ao.device_cache_cap = o.device_cache_cap;
     } else {
-      // The cache may take what the weights leave, minus room for the passes' buffers (the
-      // plan's workspace and staging for its workload, and at least 1/16 of the budget).
-      const int64_t reserve = std::max<int64_t>(plan.workspace_bytes + plan.staging_bytes,
-                                                int64_t(budget / 16));
+      // The cache may take what the weights leave, minus what a pass allocates: buffers for the
+      // larger of a prefill chunk and a decode batch, and workspace for the hinted batch's
+      // whole context (worst case: none of it read in place), plus a block of slack each.
+      const int64_t ctx = int64_t(o.batch_hint) * (o.context_hint + o.block_size);
+      const int64_t reserve = int64_t(pass_device_bytes(
+          m->config, std::size_t(p->be->elem_bytes()),
+          std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx));
       ao.device_cache_cap =
           std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);
     }

@@ -45,6 +45,17 @@ static std::vector<std::vector<block_route>> make_routes(const step_layout& L, i
   return out;
 }
 
+std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new_tokens,
+                              int64_t staged_tokens, int64_t act_tokens) {
+  const std::size_t N = std::size_t(new_tokens), H = std::size_t(c.hidden);
+  const std::size_t Q = std::size_t(c.q_dim()), KV = std::size_t(c.kv_dim());
+  const std::size_t F = std::size_t(c.ffn) * (c.architecture == arch::llama ? 2 : 1);
+  const std::size_t buffers = N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
+  const std::size_t set = std::size_t(staged_tokens) * 2 * KV + std::size_t(act_tokens) * H +
+                          std::size_t(std::min(act_tokens, k_rebuild_chunk_rows)) * (H + 2 * KV);
+  return (buffers + 2 * set) * eb;
+}
+
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job) {
   const stream s = stream::rebuild;
   be.wait(s, job.set_free);
@@ -55,8 +66,16 @@ event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_jo
     for (const auto& d : job.device_act)
       be.copy(s, static_cast<char*>(job.act_rows) + std::size_t(d.dst_row) * row, d.src,
               std::size_t(d.rows) * row);
-    be.kv_rebuild(s, cfg, job.w, job.act_rows, job.M, job.positions, job.k_dst, job.v_dst,
-                  job.scratch);
+    // In chunks, so the scratch (normed rows + their K|V) stays small whatever the batch.
+    for (int64_t r0 = 0; r0 < job.M; r0 += k_rebuild_chunk_rows) {
+      const int64_t n = std::min(k_rebuild_chunk_rows, job.M - r0);
+      const auto at = [&](const auto& v) {
+        using T = typename std::decay_t<decltype(v)>::value_type;
+        return std::vector<T>(v.begin() + r0, v.begin() + r0 + n);
+      };
+      be.kv_rebuild(s, cfg, job.w, static_cast<const char*>(job.act_rows) + std::size_t(r0) * row,
+                    n, at(job.positions), at(job.k_dst), at(job.v_dst), job.scratch);
+    }
   }
   return be.record(s);
 }
@@ -108,8 +127,9 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   for (int s = 0; s < 2; ++s) {
     ws_slots_[s] = alloc(std::size_t(n_slots_) * layout_.kv_layer_bytes / eb, "KV workspace");
     ws_act_[s] = alloc(std::size_t(act_rows_total_) * c.hidden, "activation staging");
-    ws_scratch_[s] =
-        alloc(std::size_t(act_rows_total_) * (c.hidden + 2 * c.kv_dim()), "rebuild scratch");
+    ws_scratch_[s] = alloc(std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) *
+                               (c.hidden + 2 * c.kv_dim()),
+                           "rebuild scratch");
   }
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
   be_.embed(stream::compute, model_->weights.tok_embed,

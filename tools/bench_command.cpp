@@ -44,7 +44,7 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   opts.context_hint = o.prompt + o.gen / 2;
   opts.max_batch = o.batch;
   if (opts.max_step_tokens == engine_options{}.max_step_tokens)
-    opts.max_step_tokens = std::max(1, o.batch * o.prompt / 4);  // prefill in 4 passes
+    opts.max_step_tokens = std::max(1, o.batch * o.prompt / 8);  // prefill in 8 passes
   auto e = engine::start(m, opts);
   if (!e) {
     std::fprintf(stderr, "[%s] error: %s\n", label.c_str(), e.error().c_str());

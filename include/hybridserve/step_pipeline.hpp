@@ -64,6 +64,15 @@ struct rebuild_job {
   void* scratch = nullptr;         // M * (hidden + 2 * kv_dim) elems
 };
 
+/// Rows the K/V rebuild processes per kernel call (bounds its scratch).
+constexpr int64_t k_rebuild_chunk_rows = 4096;
+
+/// Device bytes one pass allocates: buffers for `new_tokens` plus two workspace sets holding
+/// `staged_tokens` of K/V (everything not read in place from device KV blocks) and `act_tokens`
+/// of activations to rebuild. The engine reserves this out of the cache's share of the budget.
+std::size_t pass_device_bytes(const model_config& c, std::size_t elem_bytes, int64_t new_tokens,
+                              int64_t staged_tokens, int64_t act_tokens);
+
 /// Enqueues a rebuild job on the rebuild stream and returns its completion event.
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job);
 
