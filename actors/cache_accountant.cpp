@@ -25,8 +25,14 @@ using accountant_ptr = accountant_actor::stateful_pointer<accountant_state>;
 
 void replan(accountant_ptr self) {
   auto& st = self->state;
+  // Plan for the context each sequence will reach (what it was admitted for), not what it
+  // holds now: block forms are fixed when allocated, so a plan made at prefill (no past yet)
+  // must already see the cache the decode steps will read.
   step_workload w;
-  for (auto seq : st.pool->sequences()) w.context.push_back(st.pool->length(seq));
+  for (auto seq : st.pool->sequences()) {
+    auto a = st.admitted.find(seq);
+    w.context.push_back(std::max(st.pool->length(seq), a == st.admitted.end() ? 0 : a->second));
+  }
   if (w.context.empty()) w.context.assign(std::size_t(st.o.batch_hint), st.o.context_hint);
   w.new_tokens = int64_t(w.context.size());
   st.plan = make_plan(st.m->config, w, st.o.limits, st.o.cal, st.o.policy);
