@@ -28,8 +28,13 @@ void replan(accountant_ptr self) {
   // Plan for the context each sequence will reach (what it was admitted for), not what it
   // holds now: block forms are fixed when allocated, so a plan made at prefill (no past yet)
   // must already see the cache the decode steps will read.
+  // Every admitted sequence counts, prefilled or not, so the first passes of a batch already
+  // plan for the whole batch.
   step_workload w;
-  for (auto seq : st.pool->sequences()) {
+  std::set<int64_t> seqs;
+  for (const auto& [seq, t] : st.admitted) seqs.insert(seq);
+  for (auto seq : st.pool->sequences()) seqs.insert(seq);
+  for (auto seq : seqs) {
     auto a = st.admitted.find(seq);
     w.context.push_back(std::max(st.pool->length(seq), a == st.admitted.end() ? 0 : a->second));
   }
@@ -99,6 +104,7 @@ accountant_actor::behavior_type cache_accountant(accountant_ptr self, backend* b
         std::set<int64_t> seqs;
         for (const auto& it : items.items) seqs.insert(it.seq);
         for (auto q : s.pool->sequences()) seqs.insert(q);
+        for (const auto& [q, t] : s.admitted) seqs.insert(q);
         if (seqs != s.planned_for) {  // the batch changed: re-plan the ratio
           replan(self);
           s.planned_for = seqs;

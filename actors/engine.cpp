@@ -151,17 +151,13 @@ std::vector<finished_event> engine::generate(
   caf::scoped_actor self{*impl_->sys};
   std::map<int64_t, std::size_t> index;
   std::vector<finished_event> out(reqs.size());
-  for (std::size_t i = 0; i < reqs.size(); ++i) {
-    self->request(impl_->intake, caf::infinite, submit_atom::value, reqs[i])
-        .receive([&](int64_t id) { index[id] = i; },
-                 [&](caf::error& e) {
-                   out[i].result.reason = finish_reason::error;
-                   out[i].result.error = self->system().render(e);
-                 });
-  }
-  std::size_t left = index.size();
+  // All requests go out before any answer is awaited, so intake sees the whole batch before
+  // its first pass; the ids come back in order (one sender, one receiver).
+  for (const auto& r : reqs) self->send(impl_->intake, submit_atom::value, r);
+  std::size_t next_index = 0, left = reqs.size();
   while (left > 0) {
     self->receive(
+        [&](int64_t id) { index[id] = next_index++; },
         [&](token_atom, const token_event& e) {
           const std::size_t i = index.at(e.request);
           if (on_token) on_token(i, e.token);

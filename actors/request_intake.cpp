@@ -149,6 +149,9 @@ void schedule(intake_ptr self) {
           schedule(self);
         });
   }
+  // Admit what is waiting before the next pass, so the pass (and the accountant's plan) sees
+  // the whole batch rather than its first arrival.
+  if (st.admitting && int(st.running.size()) < st.o.max_batch) return;
   if (st.step_in_flight || st.running.empty()) return;
   step_items items;
   items.step = st.next_step++;
@@ -210,7 +213,7 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
   st.accountant = accountant;
   st.o = o;
   return {
-      [=](submit_atom, generation_request req) -> int64_t {
+      [=](submit_atom, generation_request req) -> caf::result<int64_t> {
         auto& s = self->state;
         const int64_t id = s.next_id++;
         live_request r;
@@ -226,6 +229,9 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
           why = "overloaded: " + std::to_string(s.queue.size()) + " requests queued";
         s.live.emplace(id, std::move(r));
         s.stats.prompt_tokens += int64_t(s.live.at(id).req.prompt.size());
+        // The id goes out first: a requester must know it before any event that names it.
+        auto rp = self->make_response_promise<int64_t>();
+        rp.deliver(id);
         if (!why.empty()) {
           finish(self, id, finish_reason::error, why);
         } else if (s.live.at(id).req.max_tokens == 0) {
@@ -234,7 +240,7 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
           s.queue.push_back(id);
           schedule(self);
         }
-        return id;
+        return rp;
       },
       [=](cancel_atom, int64_t id) {
         auto& s = self->state;
