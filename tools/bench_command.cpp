@@ -66,8 +66,10 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   auto t_prefill = t0;
   auto last_print = t0;
   std::fprintf(stderr, "[%s] prefill %d x %d tokens ...\n", label.c_str(), o.batch, o.prompt);
+  cache_usage mid;  // the cache as it stands halfway through decode: what the passes read
   auto res = (*e)->generate(reqs, [&](std::size_t i, int32_t) {
     const auto now = clock_type::now();
+    if (total == want / 2) mid = (*e)->report().cache.usage;
     if (got[i]++ == 0 && ++first == o.batch) {
       t_prefill = now;
       std::fprintf(stderr, "[%s] prefill done in %.2f s\n", label.c_str(),
@@ -107,10 +109,13 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   b.device_cache_cap = rep.cache.device_cap;
   cache_policy p;
   p.auto_ratio = false;
-  p.kv_ratio = rep.cache.kv_ratio;
+  // The ratio actually held (blocks keep the form they were given when allocated).
+  const double kv_tok = double(mid.tokens[0][0] + mid.tokens[0][1]);
+  const double act_tok = double(mid.tokens[1][0] + mid.tokens[1][1]);
+  p.kv_ratio = kv_tok + act_tok > 0 ? kv_tok / (kv_tok + act_tok) : rep.cache.kv_ratio;
   p.block_size = opts.block_size;
   const auto plan = make_plan(cfg, w, b, cal, p);
-  r.kv_ratio = rep.cache.kv_ratio;
+  r.kv_ratio = p.kv_ratio;
   r.plan_text = plan.feasible ? describe_plan(cfg, w, plan) : plan.error;
   if (plan.feasible) {
     r.predicted_decode_s = plan.step_s * (o.gen - 1);
