@@ -19,6 +19,10 @@ struct accountant_state {
   std::set<int64_t> planned_for;
   std::map<int64_t, int64_t> admitted;  // seq -> most tokens it may hold
   static inline const char* name = "cache_accountant";
+  // Blocks may still be read by enqueued work when the accountant exits first.
+  ~accountant_state() {
+    if (be) be->synchronize();
+  }
 };
 
 using accountant_ptr = accountant_actor::stateful_pointer<accountant_state>;

@@ -27,6 +27,10 @@ struct decoder_state {
   int32_t next_load = 0, next_compute = 0;
   std::chrono::steady_clock::time_point t0;
   static inline const char* name = "decoder";
+  // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
+  ~decoder_state() {
+    if (pipe && be) be->synchronize();
+  }
 };
 
 using decoder_ptr = decoder_actor::stateful_pointer<decoder_state>;
