@@ -51,6 +51,18 @@ struct shutdown_latch {
   }
 };
 
+// The serve command's log: level and destination from [logging] (library code never prints).
+struct serve_log {
+  FILE* out = stderr;
+  int level = 2;  // error 0, warn 1, info 2, debug 3
+  void operator()(int lvl, const std::string& msg) const {
+    if (lvl > level) return;
+    static const char* names[] = {"error", "warn", "info", "debug"};
+    std::fprintf(out, "[%s] %s\n", names[lvl], msg.c_str());
+    std::fflush(out);
+  }
+};
+
 int run_serve(const serve_options& o) {
   auto cfg = load_server_config(o.config, o.sets);
   if (!cfg) {
@@ -62,6 +74,17 @@ int run_serve(const serve_options& o) {
     std::printf("%s", describe(c).c_str());
     return 0;
   }
+  serve_log log;
+  log.level = c.logging.level == "error" ? 0 : c.logging.level == "warn" ? 1
+              : c.logging.level == "debug" ? 3 : 2;
+  if (!c.logging.file.empty()) {
+    log.out = std::fopen(c.logging.file.c_str(), "a");
+    if (!log.out) {
+      std::fprintf(stderr, "error: logging.file: cannot open %s\n", c.logging.file.c_str());
+      return 2;
+    }
+  }
+  log(3, "effective configuration:\n" + describe(c));
   if (pipe(g_signal_pipe) != 0) {
     std::fprintf(stderr, "error: cannot create the signal pipe\n");
     return 1;
@@ -114,10 +137,14 @@ int run_serve(const serve_options& o) {
   fo.max_connections = c.server.max_connections;
   fo.auth_tokens = c.server.auth_tokens;
   const auto rep = eng.report();
-  std::fprintf(stderr, "model %s (%s, %.1fM parameters) on %s, ready in %.2f s\n",
-               (*m)->config.name.c_str(), arch_name((*m)->config.architecture),
-               double((*m)->config.parameter_count()) / 1e6, rep.backend.c_str(),
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "model %s (%s, %.1fM parameters) on %s, ready in %.2f s",
+                  (*m)->config.name.c_str(), arch_name((*m)->config.architecture),
+                  double((*m)->config.parameter_count()) / 1e6, rep.backend.c_str(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    log(2, buf);
+  }
   if (c.server.port != 0) {
     fo.listen = c.server.listen;
     fo.port = uint16_t(c.server.port);
@@ -126,7 +153,7 @@ int run_serve(const serve_options& o) {
       std::fprintf(stderr, "error: %s\n", p.error().c_str());
       return 1;
     }
-    std::fprintf(stderr, "protocol listening on %s:%u\n", c.server.listen.c_str(), unsigned(*p));
+    log(2, "protocol listening on " + c.server.listen + ":" + std::to_string(*p));
   }
   if (c.admin.port != 0) {
     frontend_options ao = fo;
@@ -140,7 +167,7 @@ int run_serve(const serve_options& o) {
       std::fprintf(stderr, "error: %s\n", p.error().c_str());
       return 1;
     }
-    std::fprintf(stderr, "admin listening on %s:%u\n", c.admin.listen.c_str(), unsigned(*p));
+    log(2, "admin listening on " + c.admin.listen + ":" + std::to_string(*p));
   }
   std::fflush(stderr);
   std::thread signal_waiter([&latch] {
@@ -154,7 +181,7 @@ int run_serve(const serve_options& o) {
     std::unique_lock<std::mutex> lk(latch.m);
     latch.cv.wait(lk, [&] { return latch.fired; });
   }
-  std::fprintf(stderr, "%s: stopping\n", latch.why.c_str());
+  log(2, latch.why + ": stopping; running requests end with a final message");
   stop_frontends(eng);
   {
     caf::scoped_actor self{*eng.internals().sys};
@@ -168,7 +195,8 @@ int run_serve(const serve_options& o) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   e->reset();
-  std::fprintf(stderr, "stopped\n");
+  log(2, "stopped");
+  if (log.out != stderr) std::fclose(log.out);
   return 0;
 }
 
