@@ -10,6 +10,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "hybridserve/budget_ledger.hpp"
 #include "hybridserve/error.hpp"
 #include "hybridserve/kernels_cpu.hpp"
 
@@ -97,53 +98,30 @@ float* F(void* p) { return static_cast<float*>(p); }
 
 class cpu_backend final : public backend {
  public:
-  explicit cpu_backend(std::size_t budget) : budget_(budget) {
+  explicit cpu_backend(std::size_t budget) : ledger_(budget) {
     for (auto& s : streams_) s = std::make_unique<worker_stream>();
   }
   ~cpu_backend() override {
     synchronize();
     for (auto& s : streams_) s.reset();
-    for (auto& [p, n] : allocs_) std::free(p);
+    ledger_.release_all([](void* p) { std::free(p); });
   }
 
   std::string name() const override { return "cpu"; }
   int elem_bytes() const override { return 4; }
 
   void* device_alloc(std::size_t bytes, const std::string& what) override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    if (used_ + bytes > budget_)
-      throw error("device budget exhausted: " + what + " needs " + std::to_string(bytes) +
-                  " bytes, " + std::to_string(budget_ - used_) + " of " +
-                  std::to_string(budget_) + " left");
-    void* p = std::aligned_alloc(64, (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64);
-    if (!p) throw error("out of host memory allocating " + what);
-    allocs_[p] = bytes;
-    used_ += bytes;
-    peak_ = std::max(peak_, used_);
-    return p;
+    return ledger_.allocate(bytes, what, [&](std::size_t n, std::size_t) {
+      void* p = std::aligned_alloc(64, (std::max<std::size_t>(n, 1) + 63) / 64 * 64);
+      if (!p) throw error("out of host memory allocating " + what);
+      return p;
+    });
   }
-  void device_free(void* p) override {
-    if (!p) return;
-    std::lock_guard<std::mutex> lk(mem_m_);
-    auto it = allocs_.find(p);
-    if (it == allocs_.end()) return;
-    used_ -= it->second;
-    allocs_.erase(it);
-    std::free(p);
-  }
-  std::size_t device_budget() const override { return budget_; }
-  std::size_t device_used() const override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    return used_;
-  }
-  std::size_t device_peak() const override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    return peak_;
-  }
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    peak_ = used_;
-  }
+  void device_free(void* p) override { ledger_.release(p, [](void* q) { std::free(q); }); }
+  std::size_t device_budget() const override { return ledger_.budget(); }
+  std::size_t device_used() const override { return ledger_.used(); }
+  std::size_t device_peak() const override { return ledger_.peak(); }
+  void reset_peak() override { ledger_.reset_peak(); }
   std::shared_ptr<void> host_alloc(std::size_t bytes) override {
     void* p = std::aligned_alloc(64, (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64);
     if (!p) throw error("out of host memory (" + std::to_string(bytes) + " bytes)");
@@ -280,10 +258,7 @@ class cpu_backend final : public backend {
  private:
   void enqueue(stream s, std::function<void()> fn) { streams_[int(s)]->push(std::move(fn)); }
 
-  std::size_t budget_;
-  mutable std::mutex mem_m_;
-  std::size_t used_ = 0, peak_ = 0;
-  std::unordered_map<void*, std::size_t> allocs_;
+  budget_ledger ledger_;
   std::unique_ptr<worker_stream> streams_[k_stream_count];
 };
 

@@ -1,6 +1,7 @@
 // The CUDA implementation of the backend interface (backend.hpp): fp16 storage on device 0,
 // four non-blocking streams ordered by CUDA events, the kernels of kernels/cuda. Per-stream
 // state (cuBLAS handle, kernel-argument staging, scratch) lives in stream_lane.hpp.
+#include "hybridserve/budget_ledger.hpp"
 #include "hybridserve/cuda_backend.hpp"
 
 #include <cublas_v2.h>
@@ -85,7 +86,7 @@ const cuda_event& as_cuda(const event_ref& e) {
 
 class cuda_backend final : public backend {
  public:
-  explicit cuda_backend(std::size_t budget) : budget_(budget) {
+  explicit cuda_backend(std::size_t budget) : ledger_(budget) {
     HS_CUDA_TRY(cudaGetDevice(&dev_));
     cudaDeviceProp prop;
     HS_CUDA_TRY(cudaGetDeviceProperties(&prop, dev_));
@@ -116,47 +117,28 @@ class cuda_backend final : public backend {
 
   // ---- memory
   void* device_alloc(std::size_t bytes, const std::string& what) override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    const std::size_t left = budget_ - used_;
-    if (bytes > left)
-      throw error("device budget exhausted: " + what + " needs " + num(bytes) + " bytes, " +
-                  num(left) + " of " + num(budget_) + " left");
-    void* p = nullptr;
-    const cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 1));
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      throw error("device out of memory: " + what + " needs " + num(bytes) + " bytes (" +
-                  cudaGetErrorString(e) + "); " + num(left) + " of the " + num(budget_) +
-                  "-byte budget left");
-    }
-    allocs_[p] = bytes;
-    used_ += bytes;
-    peak_ = std::max(peak_, used_);
-    return p;
+    return ledger_.allocate(bytes, what, [&](std::size_t n, std::size_t left) {
+      void* p = nullptr;
+      const cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(n, 1));
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        throw error("device out of memory: " + what + " needs " + num(n) + " bytes (" +
+                    cudaGetErrorString(e) + "); " + num(left) + " of the " +
+                    num(ledger_.budget()) + "-byte budget left");
+      }
+      return p;
+    });
   }
   // Never throws (destructors call it); cudaFree waits for work still using the memory.
   void device_free(void* p) override {
-    if (!p) return;
-    std::lock_guard<std::mutex> lk(mem_m_);
-    auto it = allocs_.find(p);
-    if (it == allocs_.end()) return;
-    used_ -= it->second;
-    allocs_.erase(it);
-    if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+    ledger_.release(p, [](void* q) {
+      if (cudaFree(q) != cudaSuccess) (void)cudaGetLastError();
+    });
   }
-  std::size_t device_budget() const override { return budget_; }
-  std::size_t device_used() const override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    return used_;
-  }
-  std::size_t device_peak() const override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    return peak_;
-  }
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lk(mem_m_);
-    peak_ = used_;
-  }
+  std::size_t device_budget() const override { return ledger_.budget(); }
+  std::size_t device_used() const override { return ledger_.used(); }
+  std::size_t device_peak() const override { return ledger_.peak(); }
+  void reset_peak() override { ledger_.reset_peak(); }
   std::shared_ptr<void> host_alloc(std::size_t bytes) override {
     auto p = cuda::pinned_alloc(bytes, cudaHostAllocPortable | cudaHostAllocMapped);
     return std::shared_ptr<void>(p.release(), cuda::host_free{});
@@ -537,17 +519,13 @@ class cuda_backend final : public backend {
     }
     pinned_.clear();
     retired_.clear();
-    for (auto& [p, n] : allocs_) (void)cudaFree(p);
-    allocs_.clear();
+    ledger_.release_all([](void* p) { (void)cudaFree(p); });
     (void)cudaGetLastError();
   }
 
   int dev_ = 0;
   std::string name_;
-  std::size_t budget_;
-  mutable std::mutex mem_m_;
-  std::size_t used_ = 0, peak_ = 0;
-  std::unordered_map<void*, std::size_t> allocs_;
+  budget_ledger ledger_;
   cuda::stream_lane lanes_[k_stream_count];
   callback_lane cb_[k_stream_count];
   std::mutex pin_m_, tab_m_;
