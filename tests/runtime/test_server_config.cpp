@@ -341,7 +341,7 @@ TEST_CASE("checks across keys", "[config]") {
   CHECK(parse_ok("[http]\nport = 0\n[server]\nport = 0\n").http.port == 0);
 }
 
-TEST_CASE("--set overrides", "[config]") {
+TEST_CASE("overrides given with --set", "[config]") {
   const std::string file = "[server]\nport = 7000\n";
   const server_config c = parse_ok(
       file, {"server.port=7001",
