@@ -1,4 +1,4 @@
-// `hybridserve serve`: the engine behind the TCP message protocol and the admin listener,
+// `hybridserve serve`: the engine behind the TCP message protocol, the HTTP API and the admin,
 // configured by TOML (config/default.toml documents every key). SIGINT/SIGTERM or the console's
 // `shutdown`: stop accepting, end running requests with a final message, exit 0.
 #include <cblas.h>
@@ -14,6 +14,7 @@
 
 #include "commands.hpp"
 #include "hybridserve/frontends.hpp"
+#include "hybridserve/http_frontend.hpp"
 #include "hybridserve/server_config.hpp"
 #include "hybridserve/units.hpp"
 
@@ -97,6 +98,25 @@ int run_serve(const serve_options& o) {
   signal(SIGPIPE, SIG_IGN);  // a vanished client is an error on its socket, not our death
 
   if (c.threads.blas > 0) openblas_set_num_threads(c.threads.blas);
+  // HTTP listens while the model loads: /health answers 503 until the engine is attached.
+  std::unique_ptr<http_server> http;
+  if (c.http.port != 0) {
+    http_options ho;
+    ho.listen = c.http.listen;
+    ho.port = uint16_t(c.http.port);
+    ho.api_key = c.http.api_key;
+    ho.chat_template = c.http.chat_template;
+    ho.max_tokens_default = c.server.max_tokens_default;
+    ho.max_tokens_limit = c.server.max_tokens_limit;
+    ho.max_body_bytes = std::size_t(c.server.max_line_bytes);
+    auto h = http_server::start(ho);
+    if (!h) {
+      std::fprintf(stderr, "error: %s\n", h.error().c_str());
+      return 1;
+    }
+    http = std::move(*h);
+    log(2, "http listening on " + c.http.listen + ":" + std::to_string(http->port()));
+  }
   model_source src;
   src.dir = c.model.path;
   src.shape = c.model.shape;
@@ -126,6 +146,13 @@ int run_serve(const serve_options& o) {
     return 1;
   }
   auto& eng = **e;
+  // However this function returns, HTTP stops (and joins its threads) before the engine goes.
+  struct http_stopper {
+    std::unique_ptr<http_server>& h;
+    ~http_stopper() {
+      if (h) h->stop();
+    }
+  } http_guard{http};
   shutdown_latch latch;
   auto admin = spawn_admin(eng, [&latch] { latch.fire("shutdown from the admin console"); });
 
@@ -155,6 +182,7 @@ int run_serve(const serve_options& o) {
     }
     log(2, "protocol listening on " + c.server.listen + ":" + std::to_string(*p));
   }
+  if (http) log(2, "http: " + http->attach(eng) + "; ready");
   if (c.admin.port != 0) {
     frontend_options ao = fo;
     ao.listen = c.admin.listen;
@@ -182,6 +210,7 @@ int run_serve(const serve_options& o) {
     latch.cv.wait(lk, [&] { return latch.fired; });
   }
   log(2, latch.why + ": stopping; running requests end with a final message");
+  if (http) http->stop();  // cancels its requests in flight, joins its threads
   stop_frontends(eng);
   {
     caf::scoped_actor self{*eng.internals().sys};
@@ -204,7 +233,9 @@ int run_serve(const serve_options& o) {
 
 void add_serve_command(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<serve_options>();
-  auto* s = app.add_subcommand("serve", "serve the TCP message protocol and the admin console");
+  auto* s = app.add_subcommand(
+      "serve",
+      "serve the TCP message protocol, the OpenAI-compatible HTTP API and the admin console");
   s->add_option("--config", o->config, "TOML file (keys and defaults: config/default.toml)");
   s->add_option("--set", o->sets, "override a key: --set server.port=7000 (repeatable)");
   s->add_flag("--print-config", o->print_config, "print the effective configuration and exit");

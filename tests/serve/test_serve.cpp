@@ -334,7 +334,7 @@ TEST_CASE("set kv_ratio changes the plan while requests keep streaming", "[serve
 
 TEST_CASE("SIGTERM: running requests end with a final message, exit 0", "[serve]") {
   const int port = 20000 + int(getpid() % 20000);
-  const std::string cmd = hybridserve_binary() + " serve --set server.port=" + std::to_string(port) +
+  const std::string cmd = hybridserve_binary() + " serve --set http.port=0 --set server.port=" + std::to_string(port) +
                           " --set model.path=" + hs::test::fixture("opt-tiny");
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
