@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hybridserve/frontends.hpp"
+#include "hybridserve/refusal.hpp"
 
 namespace hs {
 namespace {
@@ -79,13 +80,13 @@ void send_error(conn_ptr self, connection_handle hdl, const frontend_ctx& ctx,
 
 // Engine messages for a finished request name problems in words; map them to wire codes.
 proto::error_code code_of(const std::string& why) {
-  if (why.rfind("context overflow", 0) == 0) return proto::error_code::context_overflow;
-  if (why.rfind("overloaded", 0) == 0 || why.rfind("the server is draining", 0) == 0 ||
-      why.rfind("cache full", 0) == 0)
-    return proto::error_code::overloaded;
-  if (why.find("out of range") != std::string::npos || why.rfind("prompt is empty", 0) == 0 ||
-      why.find("must be") != std::string::npos)
-    return proto::error_code::bad_request;
+  switch (classify_refusal(why)) {
+    case refusal::context_overflow: return proto::error_code::context_overflow;
+    case refusal::overloaded:
+    case refusal::draining: return proto::error_code::overloaded;
+    case refusal::bad_request: return proto::error_code::bad_request;
+    case refusal::internal: break;
+  }
   return proto::error_code::internal;
 }
 
