@@ -45,8 +45,8 @@ void replan(accountant_ptr self) {
   if (w.context.empty()) w.context.assign(std::size_t(st.o.batch_hint), st.o.context_hint);
   w.new_tokens = int64_t(w.context.size());
   st.plan = make_plan(st.m->config, w, st.o.limits, st.o.cal, st.o.policy);
-  st.ratio = st.o.policy.auto_ratio ? (st.plan.feasible ? st.plan.kv_ratio : 1.0)
-                                    : st.o.policy.kv_ratio;
+  st.ratio =
+      st.o.policy.auto_ratio ? (st.plan.feasible ? st.plan.kv_ratio : 1.0) : st.o.policy.kv_ratio;
   st.plan_text = describe_plan(st.m->config, w, st.plan);
 }
 
@@ -92,8 +92,8 @@ accountant_actor::behavior_type cache_accountant(accountant_ptr self, backend* b
       [=](admit_atom, int64_t seq, int64_t tokens) -> admit_reply {
         auto& s = self->state;
         if (s.o.limits.host_bytes > 0) {
-          const auto per_token = int64_t(s.pool->block_bytes(cache_form::kv)) /
-                                 s.pool->block_size();
+          const auto per_token =
+              int64_t(s.pool->block_bytes(cache_form::kv)) / s.pool->block_size();
           int64_t tokens_admitted = tokens;
           for (const auto& [q, t] : s.admitted) tokens_admitted += t;
           if (tokens_admitted * per_token > s.o.device_cache_cap + s.o.limits.host_bytes)

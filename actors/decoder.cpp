@@ -132,10 +132,9 @@ void start_step(decoder_ptr self, step_layout layout) {
   }
 }
 
-decoder_actor::behavior_type decoder(decoder_ptr self, backend* be,
-                                     std::shared_ptr<const model> m, loader_actor loader,
-                                     recompute_actor recompute, accountant_actor accountant,
-                                     head_weights head) {
+decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_ptr<const model> m,
+                                     loader_actor loader, recompute_actor recompute,
+                                     accountant_actor accountant, head_weights head) {
   auto& st = self->state;
   st.be = be;
   st.m = std::move(m);
@@ -153,11 +152,14 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be,
           if (!s.samplers.count(items.items[i].seq))
             s.samplers.emplace(items.items[i].seq, sampler(items.sampling[i]));
         self->request(s.accountant, caf::infinite, prepare_atom::value, items)
-            .then([=](const step_layout& layout) {
-              if (layout.error.empty()) start_step(self, layout);
-              else fail_step(self, layout.error);
-            },
-            [=](const caf::error& e) { fail_step(self, self->system().render(e)); });
+            .then(
+                [=](const step_layout& layout) {
+                  if (layout.error.empty())
+                    start_step(self, layout);
+                  else
+                    fail_step(self, layout.error);
+                },
+                [=](const caf::error& e) { fail_step(self, self->system().render(e)); });
         return s.promise;
       },
       [=](sampled_atom, int64_t step) {

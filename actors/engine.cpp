@@ -3,8 +3,8 @@
 
 #include <map>
 
-#include "hybridserve/engine_internals.hpp"
 #include "hybridserve/cpu_backend.hpp"
+#include "hybridserve/engine_internals.hpp"
 #include "hybridserve/weight_placement.hpp"
 
 namespace hs {
@@ -42,8 +42,12 @@ calibration h200_calibration() {
 
 engine::engine(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 engine::~engine() = default;
-engine::impl& engine::internals() { return *impl_; }
-const model& engine::get_model() const { return *impl_->m; }
+engine::impl& engine::internals() {
+  return *impl_;
+}
+const model& engine::get_model() const {
+  return *impl_->m;
+}
 
 result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
                                               const engine_options& o,
@@ -55,10 +59,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     if (o.max_batch <= 0 || o.max_step_tokens <= 0) throw error("batch limits must be positive");
     auto p = std::make_unique<impl>();
     p->m = m;
-    const std::size_t budget =
-        given               ? given->device_budget()
-        : o.device_budget > 0 ? std::size_t(o.device_budget)
-                              : (std::size_t(1) << 50);
+    const std::size_t budget = given                 ? given->device_budget()
+                               : o.device_budget > 0 ? std::size_t(o.device_budget)
+                                                     : (std::size_t(1) << 50);
     if (o.cal) {
       p->cal = *o.cal;
     } else if (given) {
@@ -86,14 +89,14 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     hint.new_tokens = int64_t(hint.context.size());
     const auto plan = make_plan(m->config, hint, limits, p->cal, policy);
     const int resident = o.resident_layers >= 0 ? o.resident_layers
-                         : plan.feasible         ? plan.resident_layers
-                                                 : 0;
+                         : plan.feasible        ? plan.resident_layers
+                                                : 0;
     p->weights = std::make_shared<weight_placement>(*p->be, m, resident, std::max(1, o.ring_slots));
     {
       // One lookup now, so a backend that keeps embedding tables on the device allocates them
       // before the cache cap is computed from what is left.
-      void* tmp = p->be->device_alloc(std::size_t(m->config.hidden) * std::size_t(p->be->elem_bytes()),
-                                      "embedding warm-up");
+      void* tmp = p->be->device_alloc(
+          std::size_t(m->config.hidden) * std::size_t(p->be->elem_bytes()), "embedding warm-up");
       p->be->embed(stream::compute, m->weights.tok_embed,
                    m->config.architecture == arch::opt ? &m->weights.pos_embed : nullptr, {0}, {0},
                    tmp);
@@ -115,9 +118,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       // larger of a prefill chunk and a decode batch, and workspace for the hinted batch's
       // whole context (worst case: none of it read in place), plus a block of slack each.
       const int64_t ctx = int64_t(o.batch_hint) * (o.context_hint + o.block_size);
-      const int64_t reserve = int64_t(pass_device_bytes(
-          m->config, std::size_t(p->be->elem_bytes()),
-          std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx));
+      const int64_t reserve =
+          int64_t(pass_device_bytes(m->config, std::size_t(p->be->elem_bytes()),
+                                    std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx));
       ao.device_cache_cap =
           std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);
     }
@@ -130,12 +133,13 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     p->sys = std::make_unique<caf::actor_system>(p->cfg);
     auto& sys = *p->sys;
     p->head = head_weights{p->weights->final_norm_w(), p->weights->final_norm_b(),
-                           p->weights->head(), p->weights->resident_layers(),
-                           p->weights->ring_slots(), p->weights->device_bytes()};
+                           p->weights->head(),         p->weights->resident_layers(),
+                           p->weights->ring_slots(),   p->weights->device_bytes()};
     p->accountant = spawn_cache_accountant(sys, p->be.get(), m, ao);
     p->loader = spawn_layer_loader(sys, p->be.get(), p->weights);
     p->recompute = spawn_recompute_engine(sys, p->be.get(), m);
-    p->decoder = spawn_decoder(sys, p->be.get(), m, p->loader, p->recompute, p->accountant, p->head);
+    p->decoder =
+        spawn_decoder(sys, p->be.get(), m, p->loader, p->recompute, p->accountant, p->head);
     intake_options io;
     io.max_batch = o.max_batch;
     io.max_step_tokens = o.max_step_tokens;
@@ -156,18 +160,17 @@ std::vector<finished_event> engine::generate(
   for (const auto& r : reqs) self->send(impl_->intake, submit_atom::value, r);
   std::size_t next_index = 0, left = reqs.size();
   while (left > 0) {
-    self->receive(
-        [&](int64_t id) { index[id] = next_index++; },
-        [&](token_atom, const token_event& e) {
-          const std::size_t i = index.at(e.request);
-          if (on_token) on_token(i, e.token);
-          if (keep_going && !keep_going(i, e.token))
-            self->send(impl_->intake, cancel_atom::value, e.request);
-        },
-        [&](finished_atom, const finished_event& e) {
-          out[index.at(e.request)] = e;
-          --left;
-        });
+    self->receive([&](int64_t id) { index[id] = next_index++; },
+                  [&](token_atom, const token_event& e) {
+                    const std::size_t i = index.at(e.request);
+                    if (on_token) on_token(i, e.token);
+                    if (keep_going && !keep_going(i, e.token))
+                      self->send(impl_->intake, cancel_atom::value, e.request);
+                  },
+                  [&](finished_atom, const finished_event& e) {
+                    out[index.at(e.request)] = e;
+                    --left;
+                  });
   }
   return out;
 }

@@ -103,7 +103,7 @@ void on_step_done(intake_ptr self, const step_outcome& o) {
       if (r.req.return_logits && i < o.logits.size()) r.logits.push_back(o.logits[i]);
       st.stats.generated_tokens += 1;
       caf::anon_send(r.requester, token_atom::value,
-                 token_event{r.id, int32_t(r.out.size() - 1), tok});
+                     token_event{r.id, int32_t(r.out.size() - 1), tok});
     }
     if (r.cancelled) {
       finish(self, r.id, finish_reason::cancelled);
@@ -114,7 +114,8 @@ void on_step_done(intake_ptr self, const step_outcome& o) {
     const bool stop = (q.stop_at_eos && st.m->is_eos(tok)) ||
                       std::find(q.stop_ids.begin(), q.stop_ids.end(), tok) != q.stop_ids.end();
     const int64_t ctx = int64_t(q.prompt.size() + r.out.size());
-    if (stop) finish(self, r.id, finish_reason::stop);
+    if (stop)
+      finish(self, r.id, finish_reason::stop);
     else if (int(r.out.size()) >= q.max_tokens || ctx >= st.m->config.max_pos)
       finish(self, r.id, finish_reason::length);
   }
@@ -128,8 +129,8 @@ void schedule(intake_ptr self) {
   if (!st.admitting && !st.queue.empty() && int(st.running.size()) < st.o.max_batch) {
     const int64_t id = st.queue.front();
     auto& r = st.live.at(id);
-    const int64_t need = std::min<int64_t>(st.m->config.max_pos,
-                                           int64_t(r.req.prompt.size()) + r.req.max_tokens);
+    const int64_t need =
+        std::min<int64_t>(st.m->config.max_pos, int64_t(r.req.prompt.size()) + r.req.max_tokens);
     st.admitting = true;
     self->request(st.accountant, caf::infinite, admit_atom::value, id, need)
         .then([=](const admit_reply& a) {
@@ -246,8 +247,10 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
         auto& s = self->state;
         auto it = s.live.find(id);
         if (it == s.live.end()) return;
-        if (it->second.in_step) it->second.cancelled = true;  // ends when its pass returns
-        else finish(self, id, finish_reason::cancelled);
+        if (it->second.in_step)
+          it->second.cancelled = true;  // ends when its pass returns
+        else
+          finish(self, id, finish_reason::cancelled);
       },
       [=](stats_atom) -> intake_stats {
         auto& s = self->state;
@@ -266,8 +269,10 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
         for (auto id : ids) {
           auto it = s.live.find(id);
           if (it == s.live.end()) continue;
-          if (it->second.in_step) it->second.cancelled = true;
-          else finish(self, id, finish_reason::cancelled);
+          if (it->second.in_step)
+            it->second.cancelled = true;
+          else
+            finish(self, id, finish_reason::cancelled);
         }
       },
       [=](requests_atom) -> std::vector<request_info> {
@@ -277,8 +282,9 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
         for (const auto& [id, r] : s.live) {
           request_info i;
           i.id = id;
-          const bool admitted = std::find(s.running.begin(), s.running.end(), id) != s.running.end();
-          i.state = !admitted ? "queued"
+          const bool admitted =
+              std::find(s.running.begin(), s.running.end(), id) != s.running.end();
+          i.state = !admitted                                                     ? "queued"
                     : r.prefilled < int64_t(r.req.prompt.size()) || r.out.empty() ? "prefill"
                                                                                   : "decode";
           i.prompt_tokens = int64_t(r.req.prompt.size());
@@ -292,10 +298,14 @@ intake_actor::behavior_type request_intake(intake_ptr self, std::shared_ptr<cons
       [=](set_atom, const std::string& key, int64_t v) -> std::string {
         auto& s = self->state;
         if (v <= 0) return key + " must be positive";
-        if (key == "max_batch") s.o.max_batch = int(v);
-        else if (key == "max_step_tokens") s.o.max_step_tokens = int(v);
-        else if (key == "max_queue") s.o.max_queue = int(v);
-        else return "unknown setting '" + key + "' (max_batch, max_step_tokens, max_queue, kv_ratio)";
+        if (key == "max_batch")
+          s.o.max_batch = int(v);
+        else if (key == "max_step_tokens")
+          s.o.max_step_tokens = int(v);
+        else if (key == "max_queue")
+          s.o.max_queue = int(v);
+        else
+          return "unknown setting '" + key + "' (max_batch, max_step_tokens, max_queue, kv_ratio)";
         schedule(self);
         return {};
       },

@@ -126,7 +126,9 @@ void parse_llama(const reader& r, model_config& c) {
 
 }  // namespace
 
-const char* arch_name(arch a) { return a == arch::opt ? "OPTForCausalLM" : "LlamaForCausalLM"; }
+const char* arch_name(arch a) {
+  return a == arch::opt ? "OPTForCausalLM" : "LlamaForCausalLM";
+}
 
 int64_t model_config::layer_parameter_count() const {
   const int64_t h = hidden, q = q_dim(), kv = kv_dim(), f = ffn;
@@ -142,10 +144,12 @@ int64_t model_config::layer_parameter_count() const {
 
 int64_t model_config::parameter_count() const {
   int64_t n = int64_t(n_layer) * layer_parameter_count();
-  n += int64_t(vocab) * hidden;                      // token embedding
+  n += int64_t(vocab) * hidden;                        // token embedding
   if (!tied_embeddings) n += int64_t(vocab) * hidden;  // lm_head
-  if (architecture == arch::opt) n += int64_t(max_pos + 2) * hidden + 2 * hidden;
-  else n += hidden;
+  if (architecture == arch::opt)
+    n += int64_t(max_pos + 2) * hidden + 2 * hidden;
+  else
+    n += hidden;
   return n;
 }
 

@@ -53,8 +53,8 @@ void apply_special_tokens(const std::string& dir, model& m) {
     }
     if (tc.contains("eos_token")) {
       const int32_t id = m.tok->token_to_id(token_text(tc["eos_token"]));
-      if (id >= 0 && std::find(m.config.eos_ids.begin(), m.config.eos_ids.end(), id) ==
-                         m.config.eos_ids.end())
+      if (id >= 0 &&
+          std::find(m.config.eos_ids.begin(), m.config.eos_ids.end(), id) == m.config.eos_ids.end())
         m.config.eos_ids.push_back(id);
     }
     if (tc.contains("add_bos_token")) {
@@ -69,12 +69,14 @@ void apply_special_tokens(const std::string& dir, model& m) {
     if (gc.contains("eos_token_id") && !gc["eos_token_id"].is_null()) {
       const auto& e = gc["eos_token_id"];
       std::vector<int32_t> ids;
-      if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+      if (e.is_number_integer())
+        ids.push_back(e.get<int32_t>());
       else if (e.is_array())
         for (const auto& x : e)
           if (x.is_number_integer()) ids.push_back(x.get<int32_t>());
       for (auto id : ids)
-        if (std::find(m.config.eos_ids.begin(), m.config.eos_ids.end(), id) == m.config.eos_ids.end())
+        if (std::find(m.config.eos_ids.begin(), m.config.eos_ids.end(), id) ==
+            m.config.eos_ids.end())
           m.config.eos_ids.push_back(id);
     }
   }
@@ -100,8 +102,9 @@ result<std::shared_ptr<const model>> load_model(const std::string& dir) {
   return capture([&]() -> std::shared_ptr<const model> {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-      throw error(dir + ": not a model folder (expected config.json, model.safetensors, "
-                        "tokenizer.json)");
+      throw error(dir +
+                  ": not a model folder (expected config.json, model.safetensors, "
+                  "tokenizer.json)");
     auto m = std::make_shared<model>();
     auto cfg = load_model_config(dir + "/config.json");
     if (!cfg) throw error(cfg.error());

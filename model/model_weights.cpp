@@ -6,8 +6,9 @@
 namespace hs {
 
 std::vector<const tensor_view*> layer_weights::all() const {
-  return {&wk, &bk, &wv, &bv, &attn_norm_w, &attn_norm_b, &wq, &bq, &wo, &bo,
-          &ffn_norm_w, &ffn_norm_b, &w_gate, &b_gate, &w_up, &b_up, &w_down, &b_down};
+  return {&wk,     &bk,     &wv,   &bv,   &attn_norm_w, &attn_norm_b,
+          &wq,     &bq,     &wo,   &bo,   &ffn_norm_w,  &ffn_norm_b,
+          &w_gate, &b_gate, &w_up, &b_up, &w_down,      &b_down};
 }
 
 std::size_t layer_weights::bytes() const {

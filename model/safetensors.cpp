@@ -21,32 +21,44 @@ namespace hs {
 
 std::size_t dtype_size(dtype t) {
   switch (t) {
-    case dtype::f32: return 4;
-    case dtype::f16: return 2;
-    case dtype::bf16: return 2;
-    case dtype::i64: return 8;
-    case dtype::i32: return 4;
-    case dtype::u8: return 1;
+    case dtype::f32:
+      return 4;
+    case dtype::f16:
+      return 2;
+    case dtype::bf16:
+      return 2;
+    case dtype::i64:
+      return 8;
+    case dtype::i32:
+      return 4;
+    case dtype::u8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(dtype t) {
   switch (t) {
-    case dtype::f32: return "F32";
-    case dtype::f16: return "F16";
-    case dtype::bf16: return "BF16";
-    case dtype::i64: return "I64";
-    case dtype::i32: return "I32";
-    case dtype::u8: return "U8";
+    case dtype::f32:
+      return "F32";
+    case dtype::f16:
+      return "F16";
+    case dtype::bf16:
+      return "BF16";
+    case dtype::i64:
+      return "I64";
+    case dtype::i32:
+      return "I32";
+    case dtype::u8:
+      return "U8";
   }
   return "?";
 }
 
 bool parse_dtype(const std::string& name, dtype& out) {
-  static const std::pair<const char*, dtype> table[] = {
-      {"F32", dtype::f32}, {"F16", dtype::f16}, {"BF16", dtype::bf16},
-      {"I64", dtype::i64}, {"I32", dtype::i32}, {"U8", dtype::u8}};
+  static const std::pair<const char*, dtype> table[] = {{"F32", dtype::f32},   {"F16", dtype::f16},
+                                                        {"BF16", dtype::bf16}, {"I64", dtype::i64},
+                                                        {"I32", dtype::i32},   {"U8", dtype::u8}};
   for (const auto& [n, t] : table) {
     if (name == n) {
       out = t;
@@ -141,9 +153,9 @@ void tensor_store::add_file(const std::string& path) {
       throw error(where + ": data_offsets must be two non-negative integers");
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     if (begin > end || end > data_size)
-      throw error(where + ": data_offsets [" + std::to_string(begin) + ", " +
-                  std::to_string(end) + "] out of range (data section is " +
-                  std::to_string(data_size) + " bytes; file truncated?)");
+      throw error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                  "] out of range (data section is " + std::to_string(data_size) +
+                  " bytes; file truncated?)");
     const uint64_t expect = uint64_t(v.numel()) * dtype_size(v.type);
     if (end - begin != expect)
       throw error(where + ": holds " + std::to_string(end - begin) + " bytes but shape " +
@@ -177,7 +189,8 @@ void tensor_store::add_checkpoint_dir(const std::string& dir) {
     throw error(index + ": missing object 'weight_map'");
   std::set<std::string> shards;
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    if (!it.value().is_string()) throw error(index + ": weight_map['" + it.key() + "'] not a string");
+    if (!it.value().is_string())
+      throw error(index + ": weight_map['" + it.key() + "'] not a string");
     const auto f = it.value().get<std::string>();
     if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
       throw error(index + ": shard name '" + f + "' must be a file in the same folder");

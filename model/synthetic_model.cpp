@@ -65,17 +65,21 @@ model_config parse_explicit(const std::string& spec) {
   const auto colon = spec.find(':');
   const std::string kind = spec.substr(0, colon);
   model_config c;
-  if (kind == "opt") c = from_shape({"", arch::opt, 0, 0, 0, 0, 0, 0, 2048, 0});
-  else if (kind == "llama") c = from_shape({"", arch::llama, 0, 0, 0, 0, 0, 0, 2048, 10000.f});
-  else throw error("synthetic shape '" + spec + "': unknown (known: tiny, opt-125m, opt-6.7b, " +
-                   "opt-13b, opt-30b, opt-66b, llama-2-7b, llama-2-13b, llama-3-8b, " +
-                   "llama-2-70b, or opt:key=value,... / llama:key=value,...)");
+  if (kind == "opt")
+    c = from_shape({"", arch::opt, 0, 0, 0, 0, 0, 0, 2048, 0});
+  else if (kind == "llama")
+    c = from_shape({"", arch::llama, 0, 0, 0, 0, 0, 0, 2048, 10000.f});
+  else
+    throw error("synthetic shape '" + spec + "': unknown (known: tiny, opt-125m, opt-6.7b, " +
+                "opt-13b, opt-30b, opt-66b, llama-2-7b, llama-2-13b, llama-3-8b, " +
+                "llama-2-70b, or opt:key=value,... / llama:key=value,...)");
   int head_dim = 0;
   std::stringstream ss(spec.substr(colon + 1));
   std::string kv;
   while (std::getline(ss, kv, ',')) {
     const auto eq = kv.find('=');
-    if (eq == std::string::npos) throw error("synthetic shape '" + spec + "': '" + kv + "' is not key=value");
+    if (eq == std::string::npos)
+      throw error("synthetic shape '" + spec + "': '" + kv + "' is not key=value");
     const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
     double x = 0;
     try {
@@ -86,17 +90,27 @@ model_config parse_explicit(const std::string& spec) {
       throw error("synthetic shape '" + spec + "': value of '" + key + "' is not a number");
     }
     const int n = int(x);
-    if (key == "hidden") c.hidden = n;
-    else if (key == "layers") c.n_layer = n;
-    else if (key == "heads") c.n_head = n;
-    else if (key == "kv_heads") c.n_kv_head = n;
-    else if (key == "ffn") c.ffn = n;
-    else if (key == "vocab") c.vocab = n;
-    else if (key == "max_pos") c.max_pos = n;
-    else if (key == "head_dim") head_dim = n;
-    else if (key == "theta") c.rope_theta = float(x);
-    else throw error("synthetic shape '" + spec + "': unknown key '" + key +
-                     "' (hidden, layers, heads, kv_heads, ffn, vocab, max_pos, head_dim, theta)");
+    if (key == "hidden")
+      c.hidden = n;
+    else if (key == "layers")
+      c.n_layer = n;
+    else if (key == "heads")
+      c.n_head = n;
+    else if (key == "kv_heads")
+      c.n_kv_head = n;
+    else if (key == "ffn")
+      c.ffn = n;
+    else if (key == "vocab")
+      c.vocab = n;
+    else if (key == "max_pos")
+      c.max_pos = n;
+    else if (key == "head_dim")
+      head_dim = n;
+    else if (key == "theta")
+      c.rope_theta = float(x);
+    else
+      throw error("synthetic shape '" + spec + "': unknown key '" + key +
+                  "' (hidden, layers, heads, kv_heads, ffn, vocab, max_pos, head_dim, theta)");
   }
   if (c.n_kv_head == 0) c.n_kv_head = c.n_head;
   c.head_dim = head_dim ? head_dim : (c.n_head ? c.hidden / c.n_head : 0);
@@ -116,7 +130,8 @@ std::string byte_level_char(int b) {
     cp = 256 + n;
   }
   std::string s;
-  if (cp < 0x80) s += char(cp);
+  if (cp < 0x80)
+    s += char(cp);
   else {
     s += char(0xc0 | (cp >> 6));
     s += char(0x80 | (cp & 0x3f));
@@ -141,11 +156,14 @@ void fill_tensor(void* data, dtype t, int64_t n, float a, float fill, uint64_t s
       uint64_t s = seed ^ (uint64_t(c) * 0xd1b54a32d192ed03ull);
       const int64_t begin = c * chunk, end = std::min(n, begin + chunk);
       for (int64_t i = begin; i < end; ++i) {
-        const float u = a == 0 ? fill
-                               : a * (float(splitmix64(s) >> 40) * (2.0f / 16777216.0f) - 1.0f);
-        if (t == dtype::f32) static_cast<float*>(data)[i] = u;
-        else if (t == dtype::f16) static_cast<uint16_t*>(data)[i] = f32_to_f16(u);
-        else static_cast<uint16_t*>(data)[i] = f32_to_bf16(u);
+        const float u =
+            a == 0 ? fill : a * (float(splitmix64(s) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+        if (t == dtype::f32)
+          static_cast<float*>(data)[i] = u;
+        else if (t == dtype::f16)
+          static_cast<uint16_t*>(data)[i] = f32_to_f16(u);
+        else
+          static_cast<uint16_t*>(data)[i] = f32_to_bf16(u);
       }
     }
   };
@@ -221,9 +239,11 @@ result<std::shared_ptr<const model>> make_synthetic_model(const model_config& cf
       for (auto d : shape) n *= d;
       const std::size_t bytes = std::size_t(n) * dtype_size(t);
       std::shared_ptr<void> mem =
-          alloc ? alloc(bytes) : std::shared_ptr<void>(new char[bytes], std::default_delete<char[]>());
-      if (!mem) throw error("synthetic model: cannot allocate " + std::to_string(bytes) +
-                            " bytes for '" + name + "'");
+          alloc ? alloc(bytes)
+                : std::shared_ptr<void>(new char[bytes], std::default_delete<char[]>());
+      if (!mem)
+        throw error("synthetic model: cannot allocate " + std::to_string(bytes) + " bytes for '" +
+                    name + "'");
       fill_tensor(mem.get(), t, n, a, fill, seed * 0x2545f4914f6cdd1dull + (++tensor_index));
       m->store->add_owned(name, t, std::move(shape), std::move(mem), bytes);
     };

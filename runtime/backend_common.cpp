@@ -6,17 +6,21 @@ namespace hs {
 
 const char* stream_name(stream s) {
   switch (s) {
-    case stream::compute: return "compute";
-    case stream::rebuild: return "rebuild";
-    case stream::h2d: return "h2d";
-    case stream::d2h: return "d2h";
+    case stream::compute:
+      return "compute";
+    case stream::rebuild:
+      return "rebuild";
+    case stream::h2d:
+      return "h2d";
+    case stream::d2h:
+      return "d2h";
   }
   return "?";
 }
 
 std::size_t layer_device_elems(const model_config& c) {
   const std::size_t H = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), Fd = c.ffn;
-  std::size_t n = 2 * KV * H + 2 * KV;  // Wk|Wv, bk|bv (bias slots kept even when absent)
+  std::size_t n = 2 * KV * H + 2 * KV;         // Wk|Wv, bk|bv (bias slots kept even when absent)
   n += 2 * H + Q * H + Q + H * Q + H + 2 * H;  // norms, Wq, bq, Wo, bo, ffn norm
   n += Fd * H + Fd + H * Fd + H;               // up, b_up, down, b_down
   if (c.architecture == arch::llama) n += Fd * H + Fd;  // gate

@@ -28,11 +28,16 @@ calibration measure_calibration(backend& be, const model_config& cfg) {
   auto host = be.host_alloc(copy_bytes);
   void* dev = be.device_alloc(copy_bytes, "calibration buffer");
   std::memset(host.get(), 0, copy_bytes);
-  const double h2d = time_it(be, stream::h2d, [&] { be.copy(stream::h2d, dev, host.get(), copy_bytes); }, 4);
-  const double d2h = time_it(be, stream::d2h, [&] { be.copy(stream::d2h, host.get(), dev, copy_bytes); }, 4);
-  const double d2d = time_it(be, stream::compute, [&] {
-    be.copy(stream::compute, dev, static_cast<char*>(dev) + copy_bytes / 2, copy_bytes / 2);
-  }, 4);
+  const double h2d = time_it(
+      be, stream::h2d, [&] { be.copy(stream::h2d, dev, host.get(), copy_bytes); }, 4);
+  const double d2h = time_it(
+      be, stream::d2h, [&] { be.copy(stream::d2h, host.get(), dev, copy_bytes); }, 4);
+  const double d2d = time_it(
+      be, stream::compute,
+      [&] {
+        be.copy(stream::compute, dev, static_cast<char*>(dev) + copy_bytes / 2, copy_bytes / 2);
+      },
+      4);
   be.device_free(dev);
   c.h2d_bytes_per_s = double(copy_bytes) / h2d;
   c.d2h_bytes_per_s = double(copy_bytes) / d2h;

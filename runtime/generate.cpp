@@ -7,10 +7,14 @@ namespace hs {
 
 const char* finish_reason_name(finish_reason r) {
   switch (r) {
-    case finish_reason::stop: return "stop";
-    case finish_reason::length: return "length";
-    case finish_reason::cancelled: return "cancelled";
-    case finish_reason::error: return "error";
+    case finish_reason::stop:
+      return "stop";
+    case finish_reason::length:
+      return "length";
+    case finish_reason::cancelled:
+      return "cancelled";
+    case finish_reason::error:
+      return "error";
   }
   return "?";
 }

@@ -20,12 +20,15 @@ result<std::shared_ptr<const model>> open_model(const model_source& src) {
   if (!src.dir.empty()) return load_model(src.dir);
   auto cfg = synthetic_config(src.shape);
   if (!cfg) return result<std::shared_ptr<const model>>::failure(cfg.error());
-  if (src.dtype == "float16") cfg->weight_dtype = dtype::f16;
-  else if (src.dtype == "bfloat16") cfg->weight_dtype = dtype::bf16;
-  else if (src.dtype == "float32") cfg->weight_dtype = dtype::f32;
+  if (src.dtype == "float16")
+    cfg->weight_dtype = dtype::f16;
+  else if (src.dtype == "bfloat16")
+    cfg->weight_dtype = dtype::bf16;
+  else if (src.dtype == "float32")
+    cfg->weight_dtype = dtype::f32;
   else
-    return result<std::shared_ptr<const model>>::failure(
-        "dtype '" + src.dtype + "' unknown (float16, bfloat16, float32)");
+    return result<std::shared_ptr<const model>>::failure("dtype '" + src.dtype +
+                                                         "' unknown (float16, bfloat16, float32)");
   return make_synthetic_model(*cfg, src.seed);
 }
 

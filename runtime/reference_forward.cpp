@@ -23,7 +23,9 @@ void to_f32(const tensor_view& t, std::vector<float>& out) {
   out.resize(std::size_t(t.numel()));
   cpu::convert_to_f32(t, out.data());
 }
-const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+const float* ptr_or_null(const std::vector<float>& v) {
+  return v.empty() ? nullptr : v.data();
+}
 }  // namespace
 
 reference_forward::reference_forward(std::shared_ptr<const model> m) : model_(std::move(m)) {}
@@ -104,8 +106,11 @@ std::vector<std::vector<float>> reference_forward::run(std::vector<forward_item>
     if (trace) trace->layer_inputs[j] = x;
     convert_layer(j, L);
     // Attention block: x += Wo(attn(norm(x)))
-    if (opt) cpu::layernorm_cpu(x.data(), L.attn_norm_w.data(), L.attn_norm_b.data(), xn.data(), N, H, c.norm_eps);
-    else cpu::rmsnorm_cpu(x.data(), L.attn_norm_w.data(), xn.data(), N, H, c.norm_eps);
+    if (opt)
+      cpu::layernorm_cpu(x.data(), L.attn_norm_w.data(), L.attn_norm_b.data(), xn.data(), N, H,
+                         c.norm_eps);
+    else
+      cpu::rmsnorm_cpu(x.data(), L.attn_norm_w.data(), xn.data(), N, H, c.norm_eps);
     cpu::linear_cpu(xn.data(), L.wq.data(), ptr_or_null(L.bq), q.data(), N, QD, H);
     cpu::linear_cpu(xn.data(), L.wk.data(), ptr_or_null(L.bk), k.data(), N, KVD, H);
     cpu::linear_cpu(xn.data(), L.wv.data(), ptr_or_null(L.bv), v.data(), N, KVD, H);
@@ -129,7 +134,8 @@ std::vector<std::vector<float>> reference_forward::run(std::vector<forward_item>
     cpu::add_cpu(x.data(), tmp.data(), N * H);
     // FFN block: x += down(act(up(norm(x))))
     if (opt) {
-      cpu::layernorm_cpu(x.data(), L.ffn_norm_w.data(), L.ffn_norm_b.data(), xn.data(), N, H, c.norm_eps);
+      cpu::layernorm_cpu(x.data(), L.ffn_norm_w.data(), L.ffn_norm_b.data(), xn.data(), N, H,
+                         c.norm_eps);
       cpu::linear_cpu(xn.data(), L.w_up.data(), ptr_or_null(L.b_up), up.data(), N, F, H);
       cpu::relu_cpu(up.data(), N * F);
     } else {
@@ -165,8 +171,10 @@ std::vector<std::vector<float>> reference_forward::run(std::vector<forward_item>
   std::vector<float> sel(std::size_t(R * H)), seln(sel.size());
   for (int64_t r = 0; r < R; ++r)
     std::copy(x.begin() + rows[r] * H, x.begin() + (rows[r] + 1) * H, sel.begin() + r * H);
-  if (opt) cpu::layernorm_cpu(sel.data(), norm_w.data(), norm_b.data(), seln.data(), R, H, c.norm_eps);
-  else cpu::rmsnorm_cpu(sel.data(), norm_w.data(), seln.data(), R, H, c.norm_eps);
+  if (opt)
+    cpu::layernorm_cpu(sel.data(), norm_w.data(), norm_b.data(), seln.data(), R, H, c.norm_eps);
+  else
+    cpu::rmsnorm_cpu(sel.data(), norm_w.data(), seln.data(), R, H, c.norm_eps);
   std::vector<float> head(std::size_t(int64_t(c.vocab) * H)), logits(std::size_t(R * c.vocab));
   cpu::convert_to_f32(W.lm_head, head.data());
   cpu::linear_cpu(seln.data(), head.data(), nullptr, logits.data(), R, c.vocab, H);

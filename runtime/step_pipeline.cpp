@@ -50,7 +50,8 @@ std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new
   const std::size_t N = std::size_t(new_tokens), H = std::size_t(c.hidden);
   const std::size_t Q = std::size_t(c.q_dim()), KV = std::size_t(c.kv_dim());
   const std::size_t F = std::size_t(c.ffn) * (c.architecture == arch::llama ? 2 : 1);
-  const std::size_t buffers = N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
+  const std::size_t buffers =
+      N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
   const std::size_t set = std::size_t(staged_tokens) * 2 * KV + std::size_t(act_tokens) * H +
                           std::size_t(std::min(act_tokens, k_rebuild_chunk_rows)) * (H + 2 * KV);
   return (buffers + 2 * set) * eb;
@@ -127,9 +128,9 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   for (int s = 0; s < 2; ++s) {
     ws_slots_[s] = alloc(std::size_t(n_slots_) * layout_.kv_layer_bytes / eb, "KV workspace");
     ws_act_[s] = alloc(std::size_t(act_rows_total_) * c.hidden, "activation staging");
-    ws_scratch_[s] = alloc(std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) *
-                               (c.hidden + 2 * c.kv_dim()),
-                           "rebuild scratch");
+    ws_scratch_[s] = alloc(
+        std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) * (c.hidden + 2 * c.kv_dim()),
+        "rebuild scratch");
   }
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
   be_.embed(stream::compute, model_->weights.tok_embed,
@@ -171,8 +172,9 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
       } else if (rt.kind == route::act) {
         const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
         if (blk.tier == cache_tier::host) {
-          be_.copy(stream::h2d, static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row,
-                   a, std::size_t(rt.past) * act_row);
+          be_.copy(stream::h2d,
+                   static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row, a,
+                   std::size_t(rt.past) * act_row);
           h2d_bytes_ += std::size_t(rt.past) * act_row;
         } else {
           job.device_act.push_back({a, rt.act_row, rt.past});
@@ -259,8 +261,10 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   for (std::size_t k = 0; k < act_keep.size(); ++k)
     be_.copy(s, act_keep[k], static_cast<char*>(x_) + std::size_t(act_rows_src[k]) * act_row,
              act_row);
-  if (opt) be_.norm(s, x_, w.attn_norm_w, w.attn_norm_b, xn_, N, H, c.norm_eps, false);
-  else be_.norm(s, x_, w.attn_norm_w, nullptr, xn_, N, H, c.norm_eps, true);
+  if (opt)
+    be_.norm(s, x_, w.attn_norm_w, w.attn_norm_b, xn_, N, H, c.norm_eps, false);
+  else
+    be_.norm(s, x_, w.attn_norm_w, nullptr, xn_, N, H, c.norm_eps, true);
   be_.linear(s, xn_, w.wq, w.bq, q_, N, Q, H);
   be_.linear(s, xn_, w.wkv, w.bkv, kvn_, N, 2 * KV, H);
   if (!opt) {

@@ -6,8 +6,8 @@
 
 namespace hs {
 
-weight_placement::weight_placement(backend& be, std::shared_ptr<const model> m,
-                                   int resident_layers, int ring_slots)
+weight_placement::weight_placement(backend& be, std::shared_ptr<const model> m, int resident_layers,
+                                   int ring_slots)
     : be_(be), model_(std::move(m)) {
   const auto& c = model_->config;
   resident_ = std::clamp(resident_layers, 0, c.n_layer);

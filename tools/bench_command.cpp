@@ -126,8 +126,8 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   const double passes = double(rep.intake.steps);
   const double weight_bytes =
       double(cfg.n_layer - r.resident) * double(layer_device_elems(cfg)) * cal.weight_elem_bytes;
-  r.link_busy = (passes * weight_bytes + double(rep.intake.h2d_cache_bytes)) /
-                cal.h2d_bytes_per_s / (r.prefill_s + r.decode_s);
+  r.link_busy = (passes * weight_bytes + double(rep.intake.h2d_cache_bytes)) / cal.h2d_bytes_per_s /
+                (r.prefill_s + r.decode_s);
   r.ok = true;
   return r;
 }
@@ -140,8 +140,8 @@ int run_bench(bench_options& o) {
   if (o.src.shape.empty() && o.src.dir.empty()) o.src.shape = "opt-13b";
   if (o.eng.opts.backend == "cpu" && o.src.dir.empty() && o.src.shape == "opt-13b")
     std::fprintf(stderr, "warning: opt-13b on the CPU backend takes hours; try --shape opt-125m\n");
-  const std::size_t budget = o.eng.opts.device_budget > 0 ? std::size_t(o.eng.opts.device_budget)
-                                                          : (std::size_t(1) << 50);
+  const std::size_t budget =
+      o.eng.opts.device_budget > 0 ? std::size_t(o.eng.opts.device_budget) : (std::size_t(1) << 50);
   std::unique_ptr<backend> be;
   try {
     be = make_backend(o.eng.opts.backend, budget);
@@ -166,7 +166,8 @@ int run_bench(bench_options& o) {
     }
     // Weights in the backend's host memory (pinned on CUDA): streamed at full link speed.
     backend* bp = be.get();
-    auto r = make_synthetic_model(*cfg, o.src.seed, [bp](std::size_t n) { return bp->host_alloc(n); });
+    auto r =
+        make_synthetic_model(*cfg, o.src.seed, [bp](std::size_t n) { return bp->host_alloc(n); });
     if (!r) {
       std::fprintf(stderr, "error: %s\n", r.error().c_str());
       return 1;
@@ -182,18 +183,21 @@ int run_bench(bench_options& o) {
   std::printf("calibration on %s: h2d %.1f GB/s, d2h %.1f GB/s, device copy %.0f GB/s, GEMM",
               cal.device.c_str(), cal.h2d_bytes_per_s / 1e9, cal.d2h_bytes_per_s / 1e9,
               cal.mem_bytes_per_s / 1e9);
-  for (const auto& [M, f] : cal.gemm_flops) std::printf(" M=%lld %.1f TF/s", (long long)M, f / 1e12);
+  for (const auto& [M, f] : cal.gemm_flops)
+    std::printf(" M=%lld %.1f TF/s", (long long)M, f / 1e12);
   std::printf("\n");
 
   std::vector<bench_result> results;
-  results.push_back(run_once(o, o.eng.opts.auto_ratio ? "hybrid (auto)" : "hybrid", o.eng.opts, m, cal));
+  results.push_back(
+      run_once(o, o.eng.opts.auto_ratio ? "hybrid (auto)" : "hybrid", o.eng.opts, m, cal));
   if (o.kv_only) {
     engine_options kv = o.eng.opts;
     kv.auto_ratio = false;
     kv.kv_ratio = 1.0;
     results.push_back(run_once(o, "kv-only", kv, m, cal));
   }
-  if (!results[0].plan_text.empty()) std::printf("\nplan of the first run:\n%s\n", results[0].plan_text.c_str());
+  if (!results[0].plan_text.empty())
+    std::printf("\nplan of the first run:\n%s\n", results[0].plan_text.c_str());
   std::printf("\n%-14s %9s %9s %9s %9s %8s %9s %8s %8s %6s %8s %12s\n", "run", "tok/s", "prefill",
               "decode", "dec tok/s", "kv_ratio", "resident", "link", "gpu*", "roof", "vs kv",
               "peak/budget");
@@ -202,16 +206,18 @@ int run_bench(bench_options& o) {
       std::printf("%-14s failed\n", r.label.c_str());
       continue;
     }
-    const double vs = results.size() > 1 && results[1].ok ? r.tokens_per_s / results[1].tokens_per_s : 0;
+    const double vs =
+        results.size() > 1 && results[1].ok ? r.tokens_per_s / results[1].tokens_per_s : 0;
     std::printf("%-14s %9.1f %8.2fs %8.2fs %9.1f %8.2f %9d %7.0f%% %7.0f%% %5.0f%% %7.2fx %5s/%s\n",
                 r.label.c_str(), r.tokens_per_s, r.prefill_s, r.decode_s, r.decode_tokens_per_s,
                 r.kv_ratio, r.resident, 100 * r.link_busy, 100 * r.gpu_busy,
                 100 * r.roofline_fraction, vs, format_bytes(double(r.peak)).c_str(),
                 format_bytes(double(r.budget)).c_str());
   }
-  std::printf("tok/s = batch*gen/(prefill+decode); roof = predicted decode time of the plan / "
-              "measured; link = bytes moved / measured h2d rate / wall time; gpu* = predicted "
-              "compute / measured decode time (a model figure, not a counter)\n");
+  std::printf(
+      "tok/s = batch*gen/(prefill+decode); roof = predicted decode time of the plan / "
+      "measured; link = bytes moved / measured h2d rate / wall time; gpu* = predicted "
+      "compute / measured decode time (a model figure, not a counter)\n");
   return results[0].ok ? 0 : 1;
 }
 

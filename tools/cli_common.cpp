@@ -7,8 +7,9 @@
 namespace hs::cli {
 
 void add_model_options(CLI::App* cmd, model_source& src) {
-  cmd->add_option("--model", src.dir,
-                  "Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)");
+  cmd->add_option(
+      "--model", src.dir,
+      "Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)");
   cmd->add_option("--shape", src.shape,
                   "synthetic model with random weights: tiny, opt-125m, opt-6.7b, opt-13b, "
                   "opt-30b, opt-66b, llama-2-7b, llama-2-13b, llama-3-8b, llama-2-70b, or "
@@ -33,7 +34,8 @@ void add_engine_options(CLI::App* cmd, engine_flags& f) {
   cmd->add_option("--step-tokens", f.opts.max_step_tokens,
                   "new tokens per pass (prefill chunk size)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", f.opts.scheduler_threads, "actor scheduler threads (0 = CAF default)");
+  cmd->add_option("--threads", f.opts.scheduler_threads,
+                  "actor scheduler threads (0 = CAF default)");
 }
 
 std::string engine_flags::resolve() {

@@ -65,8 +65,11 @@ int run_client(const client_options& o) {
   // Requests run concurrently on the one connection; with one prompt the text streams as it
   // comes, with several each completion prints when done.
   for (std::size_t i = 0; i < prompts.size(); ++i) {
-    nlohmann::json g = {{"op", "generate"}, {"id", std::to_string(i)}, {"prompt", prompts[i]},
-                        {"max_tokens", o.max_tokens}, {"temperature", o.temperature},
+    nlohmann::json g = {{"op", "generate"},
+                        {"id", std::to_string(i)},
+                        {"prompt", prompts[i]},
+                        {"max_tokens", o.max_tokens},
+                        {"temperature", o.temperature},
                         {"stream", !o.no_stream && prompts.size() == 1}};
     if (o.top_p < 1.0) g["top_p"] = o.top_p;
     if (o.top_k > 0) g["top_k"] = o.top_k;
@@ -106,8 +109,10 @@ int run_client(const client_options& o) {
     } else if (type == "error") {
       std::cerr << "error" << (j["id"].is_string() ? " [" + j["id"].get<std::string>() + "]" : "")
                 << ": " << j.value("code", "") << ": " << j.value("message", "") << "\n";
-      if (j["id"].is_string()) --left;
-      else if (j.value("code", "") == "line_too_long") return 1;
+      if (j["id"].is_string())
+        --left;
+      else if (j.value("code", "") == "line_too_long")
+        return 1;
       status = 1;
     }
   }

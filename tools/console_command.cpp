@@ -22,8 +22,9 @@ struct console_options {
 };
 
 // Words the completer offers, by position: commands first, then arguments of `set`.
-const char* const k_commands[] = {"status", "stats", "cache", "plan", "actors", "requests",
-                                  "cancel", "set", "drain", "shutdown", "help", "quit", nullptr};
+const char* const k_commands[] = {"status",   "stats",  "cache", "plan",  "actors",
+                                  "requests", "cancel", "set",   "drain", "shutdown",
+                                  "help",     "quit",   nullptr};
 const char* const k_settings[] = {"kv_ratio", "max_batch", "max_step_tokens", nullptr};
 const char* const k_ratio_values[] = {"auto", nullptr};
 const char* const* g_words = k_commands;
@@ -44,10 +45,14 @@ char* next_word(const char* text, int state) {
 
 char** complete(const char* text, int start, int) {
   const std::string before(rl_line_buffer, std::size_t(start));
-  if (before.find_first_not_of(' ') == std::string::npos) g_words = k_commands;
-  else if (before == "set ") g_words = k_settings;
-  else if (before == "set kv_ratio ") g_words = k_ratio_values;
-  else return nullptr;
+  if (before.find_first_not_of(' ') == std::string::npos)
+    g_words = k_commands;
+  else if (before == "set ")
+    g_words = k_settings;
+  else if (before == "set kv_ratio ")
+    g_words = k_ratio_values;
+  else
+    return nullptr;
   rl_attempted_completion_over = 1;  // no file-name completion
   return rl_completion_matches(text, next_word);
 }
@@ -70,8 +75,10 @@ bool run_command(line_client& c, const std::string& cmd, int n, bool json, bool&
       return false;
     }
     if (j.value("type", "") != "admin" || j.value("id", "") != id) continue;
-    if (json) std::cout << j["data"].dump(2) << "\n";
-    else std::cout << j.value("text", "") << (j.value("text", "").empty() ? "" : "\n");
+    if (json)
+      std::cout << j["data"].dump(2) << "\n";
+    else
+      std::cout << j.value("text", "") << (j.value("text", "").empty() ? "" : "\n");
     return j.value("ok", false);
   }
 }
@@ -84,8 +91,8 @@ int run_console(console_options& o) {
     std::cerr << "error: " << err << "\n";
     return 1;
   }
-  c.send_line(nlohmann::json{{"op", "hello"}, {"version", 1}, {"client", "hybridserve-console"},
-                             {"token", o.token}}
+  c.send_line(nlohmann::json{
+      {"op", "hello"}, {"version", 1}, {"client", "hybridserve-console"}, {"token", o.token}}
                   .dump());
   const auto h = c.read_line(10000);
   auto hj = h ? nlohmann::json::parse(*h, nullptr, false) : nlohmann::json();
@@ -103,8 +110,8 @@ int run_console(console_options& o) {
     for (const auto& cmd : o.commands) all_ok &= run_command(c, cmd, ++n, o.json, connection_ok);
     return all_ok ? 0 : 1;
   }
-  std::cout << "connected to " << hj.value("server", "") << " (" << hj.value("model", "")
-            << ") at " << o.connect << "; help lists the commands, quit leaves\n";
+  std::cout << "connected to " << hj.value("server", "") << " (" << hj.value("model", "") << ") at "
+            << o.connect << "; help lists the commands, quit leaves\n";
   const char* home = std::getenv("HOME");
   const std::string hist = std::string(home ? home : ".") + "/.hybridserve_history";
   using_history();

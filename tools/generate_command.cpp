@@ -54,7 +54,8 @@ int run_generate(generate_options& o) {
   for (const auto& t : texts) prompts.push_back(model.encode_prompt(t));
   if (prompts.empty()) prompts.push_back(model.encode_prompt("The"));
   // --batch N: N sequences, cycling through the prompts given.
-  for (std::size_t i = prompts.size(); int(i) < o.batch; ++i) prompts.push_back(prompts[i % prompts.size()]);
+  for (std::size_t i = prompts.size(); int(i) < o.batch; ++i)
+    prompts.push_back(prompts[i % prompts.size()]);
   std::vector<generation_request> reqs;
   for (auto& p : prompts) {
     generation_request r;
@@ -75,8 +76,9 @@ int run_generate(generate_options& o) {
   }
   const auto t1 = std::chrono::steady_clock::now();
   std::fprintf(stderr, "model %s (%s, %d layers, hidden %d, %.1fM parameters) ready in %.2f s\n",
-               model.config.name.c_str(), arch_name(model.config.architecture), model.config.n_layer,
-               model.config.hidden, double(model.config.parameter_count()) / 1e6,
+               model.config.name.c_str(), arch_name(model.config.architecture),
+               model.config.n_layer, model.config.hidden,
+               double(model.config.parameter_count()) / 1e6,
                std::chrono::duration<double>(t1 - t0).count());
 
   // One prompt streams its text as it comes; a batch prints each completion at the end.
@@ -111,7 +113,8 @@ int run_generate(generate_options& o) {
   std::size_t generated = 0;
   for (std::size_t i = 0; i < res.size(); ++i) {
     generated += res[i].tokens.size();
-    if (stream) std::cout << decoders[i].finish() << "\n";
+    if (stream)
+      std::cout << decoders[i].finish() << "\n";
     else
       std::cout << "[" << i << "] " << model.tok->decode(reqs[i].prompt, true)
                 << model.tok->decode(res[i].tokens, true) << "\n";
@@ -136,8 +139,10 @@ void add_generate_command(CLI::App& app, std::function<int()>& run) {
   g->add_option("--prompt-file", o->prompt_file, "file with one prompt per line (a batch)");
   g->add_option("--prompt-ids", o->prompt_ids, "prompt as token ids")->delimiter(',');
   g->add_option("--batch", o->batch, "run N sequences (prompts repeat to fill the batch)");
-  g->add_option("-n,--max-tokens", o->max_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
-  g->add_option("-t,--temperature", o->sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  g->add_option("-n,--max-tokens", o->max_tokens, "tokens to generate")
+      ->check(CLI::NonNegativeNumber);
+  g->add_option("-t,--temperature", o->sampling.temperature, "0 = greedy")
+      ->check(CLI::NonNegativeNumber);
   g->add_option("--top-k", o->sampling.top_k, "0 = no limit")->check(CLI::NonNegativeNumber);
   g->add_option("--top-p", o->sampling.top_p, "nucleus mass")->check(CLI::Range(0.0, 1.0));
   g->add_option("--seed", o->seed, "sampling seed (same seed, same output)");

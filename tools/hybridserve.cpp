@@ -6,8 +6,9 @@
 #include "hybridserve/synthetic_model.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"hybridserve: LLM inference beyond GPU memory (weights streamed, KV rebuilt "
-               "from activation checkpoints)"};
+  CLI::App app{
+      "hybridserve: LLM inference beyond GPU memory (weights streamed, KV rebuilt "
+      "from activation checkpoints)"};
   app.set_version_flag("--version", std::string("hybridserve ") + HS_VERSION);
   app.require_subcommand(0, 1);
   std::function<int()> run;

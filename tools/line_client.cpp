@@ -11,7 +11,9 @@
 
 namespace hs::cli {
 
-line_client::~line_client() { close(); }
+line_client::~line_client() {
+  close();
+}
 
 void line_client::close() {
   if (fd_ >= 0) ::close(fd_);

@@ -62,12 +62,12 @@ int run_plan(plan_options& o) {
   p.kv_ratio = o.eng.opts.kv_ratio;
   p.block_size = o.eng.opts.block_size;
   const auto plan = make_plan(cfg, w, b, cal, p);
-  std::printf("model %s (%s, %d layers, hidden %d, kv heads %d/%d), batch %d, prompt %d, gen %d,\n"
-              "device budget %s, calibration: %s (h2d %.1f GB/s)\n\n",
-              cfg.name.c_str(), arch_name(cfg.architecture), cfg.n_layer, cfg.hidden,
-              cfg.n_kv_head, cfg.n_head, o.batch, o.prompt, o.gen,
-              format_bytes(double(b.device_bytes)).c_str(), cal.device.c_str(),
-              cal.h2d_bytes_per_s / 1e9);
+  std::printf(
+      "model %s (%s, %d layers, hidden %d, kv heads %d/%d), batch %d, prompt %d, gen %d,\n"
+      "device budget %s, calibration: %s (h2d %.1f GB/s)\n\n",
+      cfg.name.c_str(), arch_name(cfg.architecture), cfg.n_layer, cfg.hidden, cfg.n_kv_head,
+      cfg.n_head, o.batch, o.prompt, o.gen, format_bytes(double(b.device_bytes)).c_str(),
+      cal.device.c_str(), cal.h2d_bytes_per_s / 1e9);
   if (!plan.feasible) {
     std::fprintf(stderr, "error: %s\n", plan.error.c_str());
     return 1;

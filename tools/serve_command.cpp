@@ -76,8 +76,10 @@ int run_serve(const serve_options& o) {
     return 0;
   }
   serve_log log;
-  log.level = c.logging.level == "error" ? 0 : c.logging.level == "warn" ? 1
-              : c.logging.level == "debug" ? 3 : 2;
+  log.level = c.logging.level == "error"   ? 0
+              : c.logging.level == "warn"  ? 1
+              : c.logging.level == "debug" ? 3
+                                           : 2;
   if (!c.logging.file.empty()) {
     log.out = std::fopen(c.logging.file.c_str(), "a");
     if (!log.out) {

@@ -76,7 +76,8 @@ std::string cache_text(const cache_report& c) {
     }
   os << "device: " << format_bytes(double(c.device_used)) << " used, "
      << format_bytes(double(c.device_peak)) << " peak, budget "
-     << format_bytes(double(c.device_budget)) << "; cache cap " << format_bytes(double(c.device_cap));
+     << format_bytes(double(c.device_budget)) << "; cache cap "
+     << format_bytes(double(c.device_cap));
   return os.str();
 }
 
@@ -98,49 +99,58 @@ admin_actor::behavior_type admin(admin_ptr self, engine* e, std::function<void()
         if (cmd.empty() || cmd == "help") {
           answer(rp, true, k_help, json{{"commands", admin_command_names()}});
         } else if (cmd == "status" || cmd == "stats") {
-          self->request(in.intake, caf::infinite, stats_atom::value).then([=](const intake_stats& s) {
-            auto& i = self->state.e->internals();
-            const auto& c = i.m->config;
-            json d = {{"model", c.name}, {"arch", arch_name(c.architecture)},
-                      {"backend", i.be->name()}, {"running", s.running}, {"queued", s.queued},
-                      {"finished", s.finished}, {"generated_tokens", s.generated_tokens},
-                      {"tokens_per_s", s.tokens_per_s}, {"steps", s.steps},
-                      {"last_step_s", s.last_step_s}, {"draining", s.draining}};
-            std::string text;
-            if (cmd == "status") {
-              text = "model " + c.name + " (" + arch_name(c.architecture) + ") on " + i.be->name() +
-                     (s.draining ? ", draining" : ", accepting") + "\n" +
-                     fmt("running %.0f, queued %.0f, finished %.0f", double(s.running),
-                         double(s.queued), double(s.finished));
-              answer(rp, true, text, d);
-              return;
-            }
-            self->request(i.accountant, caf::infinite, usage_atom::value)
-                .then([=](const cache_report& c2) mutable {
-                  d["predicted_step_s"] = c2.plan.feasible ? c2.plan.step_s : 0.0;
-                  std::string t =
-                      fmt("tokens/s %.1f  generated %.0f  steps %.0f", s.tokens_per_s,
-                          double(s.generated_tokens), double(s.steps)) +
-                      "\n" +
-                      fmt("running %.0f  queued %.0f  finished %.0f", double(s.running),
-                          double(s.queued), double(s.finished)) +
-                      "\n" +
-                      fmt("step time: measured %.4f s, predicted %.4f s (plan for the current batch)",
-                          s.last_step_s, c2.plan.feasible ? c2.plan.step_s : 0.0);
-                  answer(rp, true, t, d);
-                });
-          });
+          self->request(in.intake, caf::infinite, stats_atom::value)
+              .then([=](const intake_stats& s) {
+                auto& i = self->state.e->internals();
+                const auto& c = i.m->config;
+                json d = {{"model", c.name},
+                          {"arch", arch_name(c.architecture)},
+                          {"backend", i.be->name()},
+                          {"running", s.running},
+                          {"queued", s.queued},
+                          {"finished", s.finished},
+                          {"generated_tokens", s.generated_tokens},
+                          {"tokens_per_s", s.tokens_per_s},
+                          {"steps", s.steps},
+                          {"last_step_s", s.last_step_s},
+                          {"draining", s.draining}};
+                std::string text;
+                if (cmd == "status") {
+                  text = "model " + c.name + " (" + arch_name(c.architecture) + ") on " +
+                         i.be->name() + (s.draining ? ", draining" : ", accepting") + "\n" +
+                         fmt("running %.0f, queued %.0f, finished %.0f", double(s.running),
+                             double(s.queued), double(s.finished));
+                  answer(rp, true, text, d);
+                  return;
+                }
+                self->request(i.accountant, caf::infinite, usage_atom::value)
+                    .then([=](const cache_report& c2) mutable {
+                      d["predicted_step_s"] = c2.plan.feasible ? c2.plan.step_s : 0.0;
+                      std::string t =
+                          fmt("tokens/s %.1f  generated %.0f  steps %.0f", s.tokens_per_s,
+                              double(s.generated_tokens), double(s.steps)) +
+                          "\n" +
+                          fmt("running %.0f  queued %.0f  finished %.0f", double(s.running),
+                              double(s.queued), double(s.finished)) +
+                          "\n" +
+                          fmt("step time: measured %.4f s, predicted %.4f s (plan for the current "
+                              "batch)",
+                              s.last_step_s, c2.plan.feasible ? c2.plan.step_s : 0.0);
+                      answer(rp, true, t, d);
+                    });
+              });
         } else if (cmd == "cache" || cmd == "plan") {
-          self->request(in.accountant, caf::infinite, usage_atom::value).then([=](const cache_report& c) {
-            if (cmd == "cache") return answer(rp, true, cache_text(c), cache_json(c));
-            json d = cache_json(c);
-            d["resident_layers"] = self->state.e->internals().head.resident_layers;
-            d["ring_slots"] = self->state.e->internals().head.ring_slots;
-            d["predicted_step_s"] = c.plan.feasible ? c.plan.step_s : 0.0;
-            std::string t = std::string("kv_ratio ") + fmt("%.2f", c.kv_ratio) +
-                            (c.auto_ratio ? " (auto)" : " (pinned)") + "\n" + c.plan_text;
-            answer(rp, true, t, d);
-          });
+          self->request(in.accountant, caf::infinite, usage_atom::value)
+              .then([=](const cache_report& c) {
+                if (cmd == "cache") return answer(rp, true, cache_text(c), cache_json(c));
+                json d = cache_json(c);
+                d["resident_layers"] = self->state.e->internals().head.resident_layers;
+                d["ring_slots"] = self->state.e->internals().head.ring_slots;
+                d["predicted_step_s"] = c.plan.feasible ? c.plan.step_s : 0.0;
+                std::string t = std::string("kv_ratio ") + fmt("%.2f", c.kv_ratio) +
+                                (c.auto_ratio ? " (auto)" : " (pinned)") + "\n" + c.plan_text;
+                answer(rp, true, t, d);
+              });
         } else if (cmd == "actors") {
           auto sizes = std::make_shared<json>(json::object());
           auto left = std::make_shared<int>(5);
@@ -153,19 +163,33 @@ admin_actor::behavior_type admin(admin_ptr self, engine* e, std::function<void()
               answer(rp, true, t, json{{"mailbox", *sizes}});
             }
           };
-          self->request(in.intake, caf::infinite, mailbox_atom::value).then([=](int64_t n) { done("request_intake", n); });
-          self->request(in.loader, caf::infinite, mailbox_atom::value).then([=](int64_t n) { done("layer_loader", n); });
-          self->request(in.recompute, caf::infinite, mailbox_atom::value).then([=](int64_t n) { done("recompute_engine", n); });
-          self->request(in.decoder, caf::infinite, mailbox_atom::value).then([=](int64_t n) { done("decoder", n); });
-          self->request(in.accountant, caf::infinite, mailbox_atom::value).then([=](int64_t n) { done("cache_accountant", n); });
+          self->request(in.intake, caf::infinite, mailbox_atom::value).then([=](int64_t n) {
+            done("request_intake", n);
+          });
+          self->request(in.loader, caf::infinite, mailbox_atom::value).then([=](int64_t n) {
+            done("layer_loader", n);
+          });
+          self->request(in.recompute, caf::infinite, mailbox_atom::value).then([=](int64_t n) {
+            done("recompute_engine", n);
+          });
+          self->request(in.decoder, caf::infinite, mailbox_atom::value).then([=](int64_t n) {
+            done("decoder", n);
+          });
+          self->request(in.accountant, caf::infinite, mailbox_atom::value).then([=](int64_t n) {
+            done("cache_accountant", n);
+          });
         } else if (cmd == "requests") {
           self->request(in.intake, caf::infinite, requests_atom::value)
               .then([=](const std::vector<request_info>& rs) {
                 json d = json::array();
-                std::string t = rs.empty() ? "no live requests" : "id      state    prompt  generated  max  age\n";
+                std::string t = rs.empty() ? "no live requests"
+                                           : "id      state    prompt  generated  max  age\n";
                 for (const auto& r : rs) {
-                  d.push_back({{"id", r.id}, {"state", r.state}, {"prompt_tokens", r.prompt_tokens},
-                               {"generated", r.generated}, {"max_tokens", r.max_tokens},
+                  d.push_back({{"id", r.id},
+                               {"state", r.state},
+                               {"prompt_tokens", r.prompt_tokens},
+                               {"generated", r.generated},
+                               {"max_tokens", r.max_tokens},
                                {"age_s", r.age_s}});
                   char line[160];
                   std::snprintf(line, sizeof line, "%-7lld %-8s %6lld %10lld %4lld %5.1fs\n",
@@ -181,11 +205,14 @@ admin_actor::behavior_type admin(admin_ptr self, engine* e, std::function<void()
             answer(rp, false, "usage: cancel ID (a number from `requests`)", json::object());
           else {
             self->send(in.intake, cancel_atom::value, id);
-            answer(rp, true, "cancel sent to request " + std::to_string(id), json{{"cancelled", id}});
+            answer(rp, true, "cancel sent to request " + std::to_string(id),
+                   json{{"cancelled", id}});
           }
         } else if (cmd == "set") {
           if (w.size() != 3) {
-            answer(rp, false, "usage: set kv_ratio R|auto | set max_batch N | set max_step_tokens N", json::object());
+            answer(rp, false,
+                   "usage: set kv_ratio R|auto | set max_batch N | set max_step_tokens N",
+                   json::object());
           } else if (w[1] == "kv_ratio") {
             double r = -1;
             bool good = w[2] == "auto";
@@ -213,14 +240,17 @@ admin_actor::behavior_type admin(admin_ptr self, engine* e, std::function<void()
             } else {
               self->request(in.intake, caf::infinite, set_atom::value, w[1], int64_t(v))
                   .then([=](const std::string& err) {
-                    if (err.empty()) answer(rp, true, w[1] + " = " + w[2], json{{w[1], v}});
-                    else answer(rp, false, err, json::object());
+                    if (err.empty())
+                      answer(rp, true, w[1] + " = " + w[2], json{{w[1], v}});
+                    else
+                      answer(rp, false, err, json::object());
                   });
             }
           }
         } else if (cmd == "drain") {
           self->send(in.intake, drain_atom::value);
-          answer(rp, true, "draining: running requests finish, new ones are refused", json{{"draining", true}});
+          answer(rp, true, "draining: running requests finish, new ones are refused",
+                 json{{"draining", true}});
         } else if (cmd == "shutdown") {
           answer(rp, true, "shutting down", json{{"shutdown", true}});
           if (self->state.on_shutdown) self->state.on_shutdown();
@@ -235,8 +265,8 @@ admin_actor::behavior_type admin(admin_ptr self, engine* e, std::function<void()
 }  // namespace
 
 std::vector<std::string> admin_command_names() {
-  return {"status", "stats", "cache", "plan", "actors", "requests", "cancel",
-          "set",    "drain", "shutdown", "help"};
+  return {"status", "stats", "cache", "plan",     "actors", "requests",
+          "cancel", "set",   "drain", "shutdown", "help"};
 }
 
 admin_actor spawn_admin(engine& e, std::function<void()> on_shutdown) {

@@ -28,11 +28,11 @@ struct client_request {
   int64_t rid = -1;  // engine id once intake answered
   bool stream = true;
   std::unique_ptr<stream_decoder> dec;
-  std::string text;         // decoded so far (stop strings are searched here)
-  std::size_t sent = 0;     // bytes of `text` already sent as token text
+  std::string text;      // decoded so far (stop strings are searched here)
+  std::size_t sent = 0;  // bytes of `text` already sent as token text
   std::vector<int32_t> ids;
   std::vector<std::string> stop;
-  bool stopped = false;     // a stop string matched: the rest is cancelled
+  bool stopped = false;  // a stop string matched: the rest is cancelled
   bool cancel_pending = false;
 };
 
@@ -81,11 +81,15 @@ void send_error(conn_ptr self, connection_handle hdl, const frontend_ctx& ctx,
 // Engine messages for a finished request name problems in words; map them to wire codes.
 proto::error_code code_of(const std::string& why) {
   switch (classify_refusal(why)) {
-    case refusal::context_overflow: return proto::error_code::context_overflow;
+    case refusal::context_overflow:
+      return proto::error_code::context_overflow;
     case refusal::overloaded:
-    case refusal::draining: return proto::error_code::overloaded;
-    case refusal::bad_request: return proto::error_code::bad_request;
-    case refusal::internal: break;
+    case refusal::draining:
+      return proto::error_code::overloaded;
+    case refusal::bad_request:
+      return proto::error_code::bad_request;
+    case refusal::internal:
+      break;
   }
   return proto::error_code::internal;
 }
@@ -237,7 +241,8 @@ void handle_line(conn_ptr self, connection_handle hdl, const frontend_ctx& ctx,
     if (ctx.o.admin) close_connection(self, hdl, ctx);
     return;
   }
-  if (auto* p = std::get_if<proto::ping_msg>(&msg)) return write_line(self, hdl, proto::pong(p->id), ctx);
+  if (auto* p = std::get_if<proto::ping_msg>(&msg))
+    return write_line(self, hdl, proto::pong(p->id), ctx);
   if (auto* a = std::get_if<proto::admin_msg>(&msg)) {
     if (!ctx.o.admin)
       return send_error(self, hdl, ctx, proto::error_code::unauthorized,
@@ -245,7 +250,8 @@ void handle_line(conn_ptr self, connection_handle hdl, const frontend_ctx& ctx,
     const std::string id = a->id;
     self->request(ctx.admin, caf::infinite, admin_cmd_atom::value, a->command)
         .then([=](const admin_result& r) {
-          write_line(self, hdl, proto::admin_reply(id, r.ok, r.text, nlohmann::json::parse(r.data_json)), ctx);
+          write_line(self, hdl,
+                     proto::admin_reply(id, r.ok, r.text, nlohmann::json::parse(r.data_json)), ctx);
         });
     return;
   }
@@ -258,15 +264,19 @@ void handle_line(conn_ptr self, connection_handle hdl, const frontend_ctx& ctx,
     if (it == st.by_cid.end())
       return send_error(self, hdl, ctx, proto::error_code::unknown_id,
                         "no request '" + c->id + "' in flight on this connection", c->id);
-    if (it->second.rid >= 0) self->send(in.intake, cancel_atom::value, it->second.rid);
-    else it->second.cancel_pending = true;
+    if (it->second.rid >= 0)
+      self->send(in.intake, cancel_atom::value, it->second.rid);
+    else
+      it->second.cancel_pending = true;
     return;
   }
   if (auto* mm = std::get_if<proto::models_msg>(&msg)) {
     const auto& c = in.m->config;
     nlohmann::json models = nlohmann::json::array();
-    models.push_back({{"name", c.name}, {"arch", arch_name(c.architecture)},
-                      {"params", c.parameter_count()}, {"max_context", c.max_pos},
+    models.push_back({{"name", c.name},
+                      {"arch", arch_name(c.architecture)},
+                      {"params", c.parameter_count()},
+                      {"max_context", c.max_pos},
                       {"dtype", dtype_name(c.weight_dtype)}});
     return write_line(self, hdl, proto::models_reply(mm->id, models), ctx);
   }
@@ -275,11 +285,16 @@ void handle_line(conn_ptr self, connection_handle hdl, const frontend_ctx& ctx,
     self->request(in.intake, caf::infinite, stats_atom::value).then([=](const intake_stats& is) {
       self->request(ctx.e->internals().accountant, caf::infinite, usage_atom::value)
           .then([=](const cache_report& c) {
-            nlohmann::json f = {{"running", is.running}, {"queued", is.queued},
-                                {"tokens_per_s", is.tokens_per_s}, {"finished", is.finished},
-                                {"generated_tokens", is.generated_tokens}, {"steps", is.steps},
-                                {"kv_ratio", c.kv_ratio}, {"cache_sequences", c.sequences},
-                                {"device_used", c.device_used}, {"device_budget", c.device_budget}};
+            nlohmann::json f = {{"running", is.running},
+                                {"queued", is.queued},
+                                {"tokens_per_s", is.tokens_per_s},
+                                {"finished", is.finished},
+                                {"generated_tokens", is.generated_tokens},
+                                {"steps", is.steps},
+                                {"kv_ratio", c.kv_ratio},
+                                {"cache_sequences", c.sequences},
+                                {"device_used", c.device_used},
+                                {"device_budget", c.device_budget}};
             write_line(self, hdl, proto::stats_reply(id, f), ctx);
           });
     });
@@ -323,10 +338,10 @@ caf::behavior acceptor(broker* self, std::shared_ptr<caf::io::doorman_ptr> dm,
       [=](const caf::io::new_connection_msg& msg) {
         if (ctx->connections->load() >= ctx->o.max_connections) {
           const std::string line =
-              proto::error_msg({proto::error_code::overloaded,
-                                "too many connections (limit " +
-                                    std::to_string(ctx->o.max_connections) + ")",
-                                std::nullopt}) +
+              proto::error_msg(
+                  {proto::error_code::overloaded,
+                   "too many connections (limit " + std::to_string(ctx->o.max_connections) + ")",
+                   std::nullopt}) +
               "\n";
           self->write(msg.handle, line.size(), line.data());
           self->flush(msg.handle);
@@ -349,14 +364,15 @@ result<uint16_t> start_tcp_frontend(engine& e, const frontend_options& o, admin_
   auto& sys = *e.internals().sys;
   auto dm = sys.middleman().backend().new_tcp_doorman(o.port, o.listen.c_str(), true);
   if (!dm)
-    return result<uint16_t>::failure("cannot listen on " + o.listen + ":" +
-                                     std::to_string(o.port) + ": " + sys.render(dm.error()));
+    return result<uint16_t>::failure("cannot listen on " + o.listen + ":" + std::to_string(o.port) +
+                                     ": " + sys.render(dm.error()));
   const uint16_t port = (*dm)->port();
   auto ctx = std::make_shared<frontend_ctx>();
   ctx->e = &e;
   ctx->o = o;
   ctx->admin = admin;
-  auto a = sys.middleman().spawn_broker(acceptor, std::make_shared<caf::io::doorman_ptr>(std::move(*dm)), ctx);
+  auto a = sys.middleman().spawn_broker(
+      acceptor, std::make_shared<caf::io::doorman_ptr>(std::move(*dm)), ctx);
   e.internals().frontends.push_back(caf::actor_cast<caf::actor>(a));
   e.internals().listeners.push_back(caf::actor_cast<caf::actor>(a));
   return port;

@@ -67,17 +67,15 @@ using accountant_actor = caf::typed_actor<
     caf::replies_to<admit_atom, int64_t, int64_t>::with<admit_reply>,  // seq, max tokens
     caf::replies_to<prepare_atom, step_items>::with<step_layout>,
     caf::reacts_to<commit_atom, std::vector<int64_t>, std::vector<int64_t>>,  // seqs, tokens
-    caf::reacts_to<release_atom, int64_t>,
-    caf::replies_to<usage_atom>::with<cache_report>,
+    caf::reacts_to<release_atom, int64_t>, caf::replies_to<usage_atom>::with<cache_report>,
     caf::replies_to<ratio_atom, double>::with<cache_report>,  // ratio < 0: automatic
     caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Owns weight placement: resident layers, the ring, the LM head.
 using loader_actor = caf::typed_actor<
     caf::replies_to<load_atom, int64_t, int32_t>::with<layer_ready>,  // step, layer
-    caf::reacts_to<release_atom, int32_t, event_ref>,  // layer's last reader
-    caf::replies_to<head_atom>::with<head_weights>,
-    caf::replies_to<mailbox_atom>::with<int64_t>>;
+    caf::reacts_to<release_atom, int32_t, event_ref>,                 // layer's last reader
+    caf::replies_to<head_atom>::with<head_weights>, caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Rebuilds K/V from activation checkpoints as soon as a layer's Wk|Wv are on the device.
 using recompute_actor =
@@ -85,19 +83,18 @@ using recompute_actor =
                      caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Runs passes over the weights and samples.
-using decoder_actor = caf::typed_actor<caf::replies_to<run_atom, step_items>::with<step_outcome>,
-                                       caf::reacts_to<sampled_atom, int64_t>,
-                                       caf::reacts_to<forget_atom, int64_t>,
-                                       caf::replies_to<mailbox_atom>::with<int64_t>>;
+using decoder_actor =
+    caf::typed_actor<caf::replies_to<run_atom, step_items>::with<step_outcome>,
+                     caf::reacts_to<sampled_atom, int64_t>, caf::reacts_to<forget_atom, int64_t>,
+                     caf::replies_to<mailbox_atom>::with<int64_t>>;
 
 /// Accepts requests, batches them continuously, streams tokens back to each requester.
 /// Requesters receive (token_atom, token_event) and finally (finished_atom, finished_event).
 using intake_actor = caf::typed_actor<
     caf::replies_to<submit_atom, generation_request>::with<int64_t>,  // request id
-    caf::reacts_to<cancel_atom, int64_t>,
-    caf::replies_to<stats_atom>::with<intake_stats>,
+    caf::reacts_to<cancel_atom, int64_t>, caf::replies_to<stats_atom>::with<intake_stats>,
     caf::reacts_to<drain_atom>,
-    caf::reacts_to<cancel_all_atom>,                                 // shutdown: end everything
+    caf::reacts_to<cancel_all_atom>,  // shutdown: end everything
     caf::replies_to<requests_atom>::with<std::vector<request_info>>,
     caf::replies_to<set_atom, std::string, int64_t>::with<std::string>,  // live setting; "" = ok
     caf::replies_to<mailbox_atom>::with<int64_t>>;

@@ -34,9 +34,9 @@ using row_ptrs = std::vector<void*>;
 
 /// Paged attention arguments: layout as attention_paged_cpu (kernels_cpu.hpp), device pointers.
 struct attention_args {
-  std::vector<int32_t> q_start;  // [n_seq + 1]
-  std::vector<int32_t> ctx_len;  // [n_seq]
-  std::vector<int32_t> blk_start;  // [n_seq]
+  std::vector<int32_t> q_start;                 // [n_seq + 1]
+  std::vector<int32_t> ctx_len;                 // [n_seq]
+  std::vector<int32_t> blk_start;               // [n_seq]
   std::vector<const void*> k_blocks, v_blocks;  // device pointers, [block_size, n_kv, D] each
   int64_t n_head = 0, n_kv = 0, head_dim = 0, block_size = 0;
   float scale = 1.f;
@@ -47,12 +47,12 @@ struct attention_args {
 struct device_layer {
   const void* wkv = nullptr;  // [2 * kv_dim, hidden]: Wk rows then Wv rows
   const void* bkv = nullptr;  // [2 * kv_dim] or null
-  const void* attn_norm_w = nullptr, *attn_norm_b = nullptr;  // [hidden]
-  const void* wq = nullptr, *bq = nullptr;                    // [q_dim, hidden], [q_dim]
-  const void* wo = nullptr, *bo = nullptr;                    // [hidden, q_dim], [hidden]
-  const void* ffn_norm_w = nullptr, *ffn_norm_b = nullptr;
-  const void* w_up = nullptr, *b_up = nullptr, *w_gate = nullptr, *b_gate = nullptr;
-  const void* w_down = nullptr, *b_down = nullptr;
+  const void *attn_norm_w = nullptr, *attn_norm_b = nullptr;  // [hidden]
+  const void *wq = nullptr, *bq = nullptr;                    // [q_dim, hidden], [q_dim]
+  const void *wo = nullptr, *bo = nullptr;                    // [hidden, q_dim], [hidden]
+  const void *ffn_norm_w = nullptr, *ffn_norm_b = nullptr;
+  const void *w_up = nullptr, *b_up = nullptr, *w_gate = nullptr, *b_gate = nullptr;
+  const void *w_down = nullptr, *b_down = nullptr;
 };
 
 class backend {
@@ -118,9 +118,9 @@ class backend {
   /// The K/V rebuild: for activation rows act[M, H]: kv = norm(act) @ Wkv^T + bkv, RoPE on the
   /// K half at `positions`, then K row i -> k_dst[i], V row i -> v_dst[i]. `scratch` holds
   /// M * (H + 2 * kv_dim) elems.
-  virtual void kv_rebuild(stream s, const model_config& cfg, const device_layer& w,
-                          const void* act, int64_t M, std::vector<int32_t> positions,
-                          row_ptrs k_dst, row_ptrs v_dst, void* scratch) = 0;
+  virtual void kv_rebuild(stream s, const model_config& cfg, const device_layer& w, const void* act,
+                          int64_t M, std::vector<int32_t> positions, row_ptrs k_dst, row_ptrs v_dst,
+                          void* scratch) = 0;
   /// Final norm + LM head on rows x[R, H] -> float logits[R, vocab] in host memory.
   virtual void logits(stream s, const model_config& cfg, const void* x, int64_t R,
                       const void* norm_w, const void* norm_b, const void* head,

@@ -44,9 +44,9 @@ struct budgets {
   int64_t device_bytes = 0;  // everything on the device: weights, ring, cache, workspace
   int64_t host_bytes = 0;    // 0 = unlimited
   // Placement already fixed by a running engine (re-planning only moves the ratio):
-  int resident_layers = -1;        // -1: the planner chooses
-  int head_resident = -1;          // -1: chooses; 0/1: fixed
-  int64_t device_cache_cap = -1;   // -1: whatever is left; else at most this many cache bytes
+  int resident_layers = -1;       // -1: the planner chooses
+  int head_resident = -1;         // -1: chooses; 0/1: fixed
+  int64_t device_cache_cap = -1;  // -1: whatever is left; else at most this many cache bytes
 };
 
 struct cache_policy {

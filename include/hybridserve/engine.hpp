@@ -13,22 +13,22 @@
 namespace hs {
 
 struct engine_options {
-  std::string backend = "cpu";   // cpu | cuda | auto (cuda when a GPU is present)
-  int64_t device_budget = 0;     // bytes; 0 = the whole model fits (weights + cache + buffers)
-  int64_t host_budget = 0;       // bytes of host cache; 0 = unlimited
+  std::string backend = "cpu";  // cpu | cuda | auto (cuda when a GPU is present)
+  int64_t device_budget = 0;    // bytes; 0 = the whole model fits (weights + cache + buffers)
+  int64_t host_budget = 0;      // bytes of host cache; 0 = unlimited
   bool auto_ratio = true;
-  double kv_ratio = 1.0;         // when !auto_ratio
+  double kv_ratio = 1.0;  // when !auto_ratio
   int block_size = 16;
   int max_batch = 64;
   int max_step_tokens = 2048;
   int max_queue = 1024;
-  int resident_layers = -1;      // -1: the plan decides
+  int resident_layers = -1;  // -1: the plan decides
   int ring_slots = 2;
-  int64_t device_cache_cap = -1; // -1: the plan decides
-  std::optional<calibration> cal;  // measured at start when absent
+  int64_t device_cache_cap = -1;               // -1: the plan decides
+  std::optional<calibration> cal;              // measured at start when absent
   int64_t batch_hint = 8, context_hint = 256;  // workload the first plan assumes
-  int scheduler_threads = 0;     // CAF workers; 0 = CAF's default
-  bool network = false;          // load CAF's middleman (TCP front ends)
+  int scheduler_threads = 0;                   // CAF workers; 0 = CAF's default
+  bool network = false;                        // load CAF's middleman (TCP front ends)
 };
 
 /// Everything the admin console and metrics show.

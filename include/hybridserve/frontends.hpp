@@ -28,7 +28,8 @@ namespace hs {
 /// Runs console command lines against the engine's actors: status, stats, cache, plan, actors,
 /// requests, cancel ID, set kv_ratio R|auto, set max_batch N, set max_step_tokens N, drain,
 /// shutdown, help.
-using admin_actor = caf::typed_actor<caf::replies_to<admin_cmd_atom, std::string>::with<admin_result>>;
+using admin_actor =
+    caf::typed_actor<caf::replies_to<admin_cmd_atom, std::string>::with<admin_result>>;
 admin_actor spawn_admin(engine& e, std::function<void()> on_shutdown);
 
 /// The commands `help` lists (the console completes them).

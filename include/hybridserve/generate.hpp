@@ -32,7 +32,7 @@ const char* finish_reason_name(finish_reason r);
 struct generation_result {
   std::vector<int32_t> tokens;  // generated ids (a stop id is included)
   finish_reason reason = finish_reason::length;
-  std::string error;  // for finish_reason::error
+  std::string error;                       // for finish_reason::error
   std::vector<std::vector<float>> logits;  // [generated][vocab] when return_logits
 };
 

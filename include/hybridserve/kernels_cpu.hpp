@@ -21,8 +21,8 @@ void linear_cpu(const float* x, const float* w, const float* b, float* y, int64_
 void embedding_cpu(const tensor_view& table, const int32_t* ids, int64_t M, float* out);
 
 /// LayerNorm over the last dim: y = (x - mean) / sqrt(var + eps) * g + b. x, y: [M, H].
-void layernorm_cpu(const float* x, const float* g, const float* b, float* y, int64_t M,
-                   int64_t H, float eps);
+void layernorm_cpu(const float* x, const float* g, const float* b, float* y, int64_t M, int64_t H,
+                   float eps);
 /// RMSNorm (Llama): y = x / sqrt(mean(x^2) + eps) * g. x, y: [M, H].
 void rmsnorm_cpu(const float* x, const float* g, float* y, int64_t M, int64_t H, float eps);
 
@@ -53,10 +53,9 @@ void attention_cpu(const float* q, const float* k, const float* v, float* out, i
 ///            which are the LAST (q_start[s+1] - q_start[s]) tokens of its ctx_len[s] tokens
 ///            (their K/V are already written into the blocks).
 ///   ctx_len: [n_seq]; blk_start: [n_seq] (sequence s uses ceil(ctx_len[s] / block_size) blocks).
-void attention_paged_cpu(const float* q, float* out, const int32_t* q_start,
-                         const int32_t* ctx_len, const int32_t* blk_start,
-                         const float* const* k_blocks, const float* const* v_blocks,
-                         int64_t n_seq, int64_t n_head, int64_t n_kv, int64_t D,
-                         int64_t block_size, float scale);
+void attention_paged_cpu(const float* q, float* out, const int32_t* q_start, const int32_t* ctx_len,
+                         const int32_t* blk_start, const float* const* k_blocks,
+                         const float* const* v_blocks, int64_t n_seq, int64_t n_head, int64_t n_kv,
+                         int64_t D, int64_t block_size, float scale);
 
 }  // namespace hs::cpu

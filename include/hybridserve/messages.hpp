@@ -88,11 +88,11 @@ struct request_info {
 struct intake_stats {
   int64_t running = 0, queued = 0, finished = 0;
   int64_t generated_tokens = 0, prompt_tokens = 0, steps = 0;
-  double tokens_per_s = 0;        // generated tokens / busy seconds
-  double last_step_s = 0;         // measured
-  double predicted_step_s = 0;    // the plan's prediction for the last pass
-  int64_t h2d_cache_bytes = 0;    // host-tier cache streamed to the device, all passes
-  int64_t d2h_bytes = 0;          // new cache rows written to the host tier, all passes
+  double tokens_per_s = 0;      // generated tokens / busy seconds
+  double last_step_s = 0;       // measured
+  double predicted_step_s = 0;  // the plan's prediction for the last pass
+  int64_t h2d_cache_bytes = 0;  // host-tier cache streamed to the device, all passes
+  int64_t d2h_bytes = 0;        // new cache rows written to the host tier, all passes
   bool draining = false;
 };
 

@@ -20,9 +20,9 @@ struct model_config {
   int n_head = 0;
   int n_kv_head = 0;  // == n_head for multi-head attention
   int head_dim = 0;
-  int ffn = 0;        // OPT ffn_dim / Llama intermediate_size
+  int ffn = 0;  // OPT ffn_dim / Llama intermediate_size
   int vocab = 0;
-  int max_pos = 0;    // maximum context (positions)
+  int max_pos = 0;  // maximum context (positions)
   float norm_eps = 1e-5f;
   float rope_theta = 10000.f;  // Llama only
   bool tied_embeddings = false;

@@ -9,9 +9,9 @@
 namespace hs {
 
 struct model_source {
-  std::string dir;    // Hugging Face checkpoint folder, or
-  std::string shape;  // synthetic shape name/spec
-  uint64_t seed = 0;  // synthetic weights' seed
+  std::string dir;                // Hugging Face checkpoint folder, or
+  std::string shape;              // synthetic shape name/spec
+  uint64_t seed = 0;              // synthetic weights' seed
   std::string dtype = "float16";  // synthetic weights' dtype: float16, bfloat16, float32
 };
 

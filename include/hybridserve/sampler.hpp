@@ -11,7 +11,7 @@ struct sampling_params {
   int top_k = 0;             // 0 = no limit
   float top_p = 1.0f;        // nucleus mass in (0, 1]
   uint64_t seed = 0;
-  bool seeded = false;       // unseeded samplers draw their seed from std::random_device
+  bool seeded = false;  // unseeded samplers draw their seed from std::random_device
 
   /// Empty when valid, else a message naming the bad field and its range.
   std::string check() const;

@@ -19,8 +19,8 @@ namespace hs {
 struct step_item {
   int64_t seq = 0;
   std::vector<int32_t> tokens;
-  int64_t past = 0;          // tokens already in its cache
-  bool want_logits = false;  // sample after this pass (decode, or the last prefill chunk)
+  int64_t past = 0;            // tokens already in its cache
+  bool want_logits = false;    // sample after this pass (decode, or the last prefill chunk)
   bool return_logits = false;  // hand the logits row back too (scoring, tests)
 };
 
@@ -118,8 +118,8 @@ class step_pipeline {
   void* ws_slots_[2] = {};
   void* ws_act_[2] = {};
   void* ws_scratch_[2] = {};
-  int64_t n_slots_ = 0;         // workspace block slots per set
-  int64_t act_rows_total_ = 0;  // act rows rebuilt per layer
+  int64_t n_slots_ = 0;          // workspace block slots per set
+  int64_t act_rows_total_ = 0;   // act rows rebuilt per layer
   std::vector<event_ref> done_;  // per layer
   std::vector<event_ref> loaded_;
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;

@@ -7,11 +7,10 @@
 
 namespace hs::cpu {
 
-void attention_paged_cpu(const float* q, float* out, const int32_t* q_start,
-                         const int32_t* ctx_len, const int32_t* blk_start,
-                         const float* const* k_blocks, const float* const* v_blocks,
-                         int64_t n_seq, int64_t n_head, int64_t n_kv, int64_t D,
-                         int64_t block_size, float scale) {
+void attention_paged_cpu(const float* q, float* out, const int32_t* q_start, const int32_t* ctx_len,
+                         const int32_t* blk_start, const float* const* k_blocks,
+                         const float* const* v_blocks, int64_t n_seq, int64_t n_head, int64_t n_kv,
+                         int64_t D, int64_t block_size, float scale) {
   const int64_t group = n_head / n_kv;
   std::vector<double> score;
   for (int64_t s = 0; s < n_seq; ++s) {

@@ -30,7 +30,9 @@ void convert_range(const tensor_view& t, int64_t begin, int64_t n, float* out) {
 }
 }  // namespace
 
-void convert_to_f32(const tensor_view& t, float* out) { convert_range(t, 0, t.numel(), out); }
+void convert_to_f32(const tensor_view& t, float* out) {
+  convert_range(t, 0, t.numel(), out);
+}
 
 void convert_rows_to_f32(const tensor_view& t, int64_t row0, int64_t n_rows, float* out) {
   const int64_t cols = t.cols();

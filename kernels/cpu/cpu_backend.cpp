@@ -93,8 +93,12 @@ class worker_stream {
   std::thread thread_;  // last: starts after the members it uses
 };
 
-const float* F(const void* p) { return static_cast<const float*>(p); }
-float* F(void* p) { return static_cast<float*>(p); }
+const float* F(const void* p) {
+  return static_cast<const float*>(p);
+}
+float* F(void* p) {
+  return static_cast<float*>(p);
+}
 
 class cpu_backend final : public backend {
  public:
@@ -117,7 +121,9 @@ class cpu_backend final : public backend {
       return p;
     });
   }
-  void device_free(void* p) override { ledger_.release(p, [](void* q) { std::free(q); }); }
+  void device_free(void* p) override {
+    ledger_.release(p, [](void* q) { std::free(q); });
+  }
   std::size_t device_budget() const override { return ledger_.budget(); }
   std::size_t device_used() const override { return ledger_.used(); }
   std::size_t device_peak() const override { return ledger_.peak(); }
@@ -185,8 +191,10 @@ class cpu_backend final : public backend {
   void norm(stream s, const void* x, const void* w, const void* b, void* y, int64_t M, int64_t H,
             float eps, bool rms) override {
     enqueue(s, [=] {
-      if (rms) cpu::rmsnorm_cpu(F(x), F(w), F(y), M, H, eps);
-      else cpu::layernorm_cpu(F(x), F(w), F(b), F(y), M, H, eps);
+      if (rms)
+        cpu::rmsnorm_cpu(F(x), F(w), F(y), M, H, eps);
+      else
+        cpu::layernorm_cpu(F(x), F(w), F(b), F(y), M, H, eps);
     });
   }
   void linear(stream s, const void* x, const void* w, const void* b, void* y, int64_t M, int64_t N,
@@ -214,10 +222,9 @@ class cpu_backend final : public backend {
       std::vector<const float*> kb, vb;
       for (auto* p : a.k_blocks) kb.push_back(F(p));
       for (auto* p : a.v_blocks) vb.push_back(F(p));
-      cpu::attention_paged_cpu(F(q), F(out), a.q_start.data(), a.ctx_len.data(),
-                               a.blk_start.data(), kb.data(), vb.data(),
-                               int64_t(a.ctx_len.size()), a.n_head, a.n_kv, a.head_dim,
-                               a.block_size, a.scale);
+      cpu::attention_paged_cpu(F(q), F(out), a.q_start.data(), a.ctx_len.data(), a.blk_start.data(),
+                               kb.data(), vb.data(), int64_t(a.ctx_len.size()), a.n_head, a.n_kv,
+                               a.head_dim, a.block_size, a.scale);
     });
   }
   void kv_rebuild(stream s, const model_config& cfg, const device_layer& w, const void* act,
@@ -231,8 +238,10 @@ class cpu_backend final : public backend {
                 v_dst = std::move(v_dst)] {
       float* xn = F(scratch);
       float* kv = xn + M * H;  // [M, 2 * KV]: K then V per row
-      if (rms) cpu::rmsnorm_cpu(F(act), F(w.attn_norm_w), xn, M, H, eps);
-      else cpu::layernorm_cpu(F(act), F(w.attn_norm_w), F(w.attn_norm_b), xn, M, H, eps);
+      if (rms)
+        cpu::rmsnorm_cpu(F(act), F(w.attn_norm_w), xn, M, H, eps);
+      else
+        cpu::layernorm_cpu(F(act), F(w.attn_norm_w), F(w.attn_norm_b), xn, M, H, eps);
       cpu::linear_cpu(xn, F(w.wkv), F(w.bkv), kv, M, 2 * KV, H);
       for (int64_t i = 0; i < M; ++i) {
         float* row = kv + i * 2 * KV;
@@ -249,8 +258,10 @@ class cpu_backend final : public backend {
     const float eps = cfg.norm_eps;
     enqueue(s, [=] {
       std::vector<float> xn(static_cast<std::size_t>(R * H));
-      if (rms) cpu::rmsnorm_cpu(F(x), F(norm_w), xn.data(), R, H, eps);
-      else cpu::layernorm_cpu(F(x), F(norm_w), F(norm_b), xn.data(), R, H, eps);
+      if (rms)
+        cpu::rmsnorm_cpu(F(x), F(norm_w), xn.data(), R, H, eps);
+      else
+        cpu::layernorm_cpu(F(x), F(norm_w), F(norm_b), xn.data(), R, H, eps);
       cpu::linear_cpu(xn.data(), F(head), nullptr, host_logits, R, V, H);
     });
   }

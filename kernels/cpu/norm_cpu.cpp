@@ -6,8 +6,8 @@
 
 namespace hs::cpu {
 
-void layernorm_cpu(const float* x, const float* g, const float* b, float* y, int64_t M,
-                   int64_t H, float eps) {
+void layernorm_cpu(const float* x, const float* g, const float* b, float* y, int64_t M, int64_t H,
+                   float eps) {
   for (int64_t i = 0; i < M; ++i) {
     const float* r = x + i * H;
     double mean = 0, var = 0;

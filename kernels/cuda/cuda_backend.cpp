@@ -1,8 +1,8 @@
 // The CUDA implementation of the backend interface (backend.hpp): fp16 storage on device 0,
 // four non-blocking streams ordered by CUDA events, the kernels of kernels/cuda. Per-stream
 // state (cuBLAS handle, kernel-argument staging, scratch) lives in stream_lane.hpp.
-#include "hybridserve/budget_ledger.hpp"
 #include "hybridserve/cuda_backend.hpp"
+#include "hybridserve/budget_ledger.hpp"
 
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -123,8 +123,8 @@ class cuda_backend final : public backend {
       if (e != cudaSuccess) {
         (void)cudaGetLastError();
         throw error("device out of memory: " + what + " needs " + num(n) + " bytes (" +
-                    cudaGetErrorString(e) + "); " + num(left) + " of the " +
-                    num(ledger_.budget()) + "-byte budget left");
+                    cudaGetErrorString(e) + "); " + num(left) + " of the " + num(ledger_.budget()) +
+                    "-byte budget left");
       }
       return p;
     });

@@ -1,8 +1,8 @@
 // The CPU backend's streams really run concurrently and events order them.
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
-#include <atomic>
 #include <thread>
 
 #include "hybridserve/cpu_backend.hpp"

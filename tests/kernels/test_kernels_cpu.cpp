@@ -91,8 +91,8 @@ TEST_CASE("paged attention equals contiguous attention for any block size", "[ke
   std::vector<float> ref;
   for (int s = 0; s < 2; ++s) {
     std::vector<float> o(q[s].size());
-    hs::cpu::attention_cpu(q[s].data(), k[s].data(), v[s].data(), o.data(), nq[s], ctx[s], H, KV,
-                           D, 0.7f);
+    hs::cpu::attention_cpu(q[s].data(), k[s].data(), v[s].data(), o.data(), nq[s], ctx[s], H, KV, D,
+                           0.7f);
     ref.insert(ref.end(), o.begin(), o.end());
   }
   for (int64_t bs : {1, 2, 3, 8}) {

@@ -71,8 +71,8 @@ TEST_CASE("engine equals the reference for every ratio and budget", "[engine]") 
     const int64_t head = (int64_t(c.vocab) * c.hidden + 2 * c.hidden) * 4;
     const budget_case budgets[] = {
         {"everything resident", 0, -1, 2, -1},
-        {"one resident layer, ring of 2, some cache on the device",
-         head + 3 * layer + (4 << 20), 1, 2, 64 << 10},
+        {"one resident layer, ring of 2, some cache on the device", head + 3 * layer + (4 << 20), 1,
+         2, 64 << 10},
         {"one streamed layer, nothing cached on the device", head + layer + (4 << 20), 0, 1, 0},
         {"one resident layer, ring of 2, nothing cached on the device",
          head + 3 * layer + (4 << 20), 1, 2, 0},
@@ -80,7 +80,8 @@ TEST_CASE("engine equals the reference for every ratio and budget", "[engine]") 
     };
     for (const auto& bc : budgets) {
       for (double ratio : {0.0, 0.5, 1.0, -1.0}) {
-        INFO(name << ", " << bc.name << ", kv_ratio " << (ratio < 0 ? "auto" : std::to_string(ratio)));
+        INFO(name << ", " << bc.name << ", kv_ratio "
+                  << (ratio < 0 ? "auto" : std::to_string(ratio)));
         hs::engine_options o;
         o.cal = test_calibration();
         o.device_budget = bc.device_budget;
@@ -97,14 +98,16 @@ TEST_CASE("engine equals the reference for every ratio and budget", "[engine]") 
         auto res = (*e)->generate(f.reqs, [&](std::size_t, int32_t) {
           const auto u = (*e)->report().cache.usage;
           for (int a = 0; a < 2; ++a)
-            for (int t = 0; t < 2; ++t) peak.blocks[a][t] = std::max(peak.blocks[a][t], u.blocks[a][t]);
+            for (int t = 0; t < 2; ++t)
+              peak.blocks[a][t] = std::max(peak.blocks[a][t], u.blocks[a][t]);
         });
         for (int i = 0; i < 4; ++i) {
           INFO("prompt " << i);
           REQUIRE(res[i].result.error == "");
           CHECK(res[i].result.tokens == f.greedy[i]);
           std::vector<float> got;
-          for (const auto& row : res[i].result.logits) got.insert(got.end(), row.begin(), row.end());
+          for (const auto& row : res[i].result.logits)
+            got.insert(got.end(), row.begin(), row.end());
           CHECK(hs::test::max_abs_diff(got, f.ref_logits[i]) < 1e-4);
         }
         const auto rep = (*e)->report();
@@ -166,8 +169,8 @@ TEST_CASE("bad requests end with an error and do not disturb the others", "[engi
   too_long.prompt.assign(300, 5);
   auto text = f.reqs[3];
   text.prompt.clear();  // intake tokenizes the text (BOS first), as encode_prompt does
-  text.prompt_text = nlohmann::json::parse(hs::test::read_file(hs::test::fixture("llama-tiny") +
-                                                               "/expected.json"))["prompts"][3]["text"];
+  text.prompt_text = nlohmann::json::parse(hs::test::read_file(
+      hs::test::fixture("llama-tiny") + "/expected.json"))["prompts"][3]["text"];
   auto res = (*e)->generate({bad, f.reqs[2], too_long, text});
   CHECK(res[3].result.tokens == f.greedy[3]);
   CHECK(res[0].result.reason == hs::finish_reason::error);

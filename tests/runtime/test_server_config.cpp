@@ -1,8 +1,8 @@
 // The TOML configuration of `hybridserve serve`: the shipped defaults equal the code's, every
 // key reads, and every kind of mistake is an error at the right FILE:LINE:COLUMN. Positions in
 // the expected messages were counted by hand from the test inputs (lines and columns from 1).
-#include <catch2/catch.hpp>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 #include <fstream>
 #include <set>
 #include <sstream>

@@ -16,8 +16,8 @@
 #include "hybridserve/reference_forward.hpp"
 #include "line_client.hpp"
 
-using nlohmann::json;
 using hs::cli::line_client;
+using nlohmann::json;
 
 namespace {
 
@@ -84,7 +84,9 @@ std::vector<int32_t> alone(const hs::model& m, const std::vector<int32_t>& promp
   return hs::generate_reference(f, {r})[0].tokens;
 }
 
-std::string hybridserve_binary() { return HS_BINARY; }
+std::string hybridserve_binary() {
+  return HS_BINARY;
+}
 
 }  // namespace
 
@@ -108,10 +110,14 @@ TEST_CASE("64 concurrent clients each get exactly the tokens they would get alon
       }
       for (int k = 0; k < 3; ++k) {  // several requests in flight on one connection
         const int p = (c + k) % 4;
-        cl.send_line(json{{"op", "generate"}, {"id", "r" + std::to_string(k)},
-                          {"prompt_ids", prompts[p]}, {"max_tokens", 12}, {"temperature", 0},
-                          {"stream", k != 1}}
-                         .dump());
+        cl.send_line(json{
+            {"op", "generate"},
+            {"id", "r" + std::to_string(k)},
+            {"prompt_ids", prompts[p]},
+            {"max_tokens", 12},
+            {"temperature", 0},
+            {"stream",
+             k != 1}}.dump());
       }
       std::map<std::string, std::vector<int32_t>> got;
       int done = 0;
@@ -205,7 +211,8 @@ TEST_CASE("a client that disconnects mid-stream has its cache freed", "[serve]")
   {
     line_client c;
     REQUIRE(c.connect(s.where()) == "");
-    c.send_line(R"({"op":"generate","id":"x","prompt":"Copyright","max_tokens":200,"temperature":0})");
+    c.send_line(
+        R"({"op":"generate","id":"x","prompt":"Copyright","max_tokens":200,"temperature":0})");
     for (int i = 0; i < 3; ++i) CHECK(read_json(c)["type"] == "token");
   }  // closed here
   bool idle = false;
@@ -225,14 +232,21 @@ TEST_CASE("stop strings end a request with finish_reason stop", "[serve]") {
   line_client c;
   REQUIRE(c.connect(s.where()) == "");
   // First learn what the model says, then stop on a piece of it.
-  c.send_line(R"({"op":"generate","id":"a","prompt":"Copyright (C) 2007 Free Software","max_tokens":12,"temperature":0,"stream":false})");
+  c.send_line(
+      R"({"op":"generate","id":"a","prompt":"Copyright (C) 2007 Free Software","max_tokens":12,"temperature":0,"stream":false})");
   auto [ids, done] = collect(c, "a");
   const std::string text = done["text"];
   REQUIRE(text.size() > 6);
   const std::string stop = text.substr(3, 3);
-  c.send_line(json{{"op", "generate"}, {"id", "b"}, {"prompt", "Copyright (C) 2007 Free Software"},
-                   {"max_tokens", 12}, {"temperature", 0}, {"stream", false}, {"stop", {stop}}}
-                  .dump());
+  c.send_line(json{
+      {"op", "generate"},
+      {"id", "b"},
+      {"prompt", "Copyright (C) 2007 Free Software"},
+      {"max_tokens", 12},
+      {"temperature", 0},
+      {"stream", false},
+      {"stop",
+       {stop}}}.dump());
   auto [ids2, done2] = collect(c, "b");
   CHECK(done2["finish_reason"] == "stop");
   CHECK(done2["text"] == text.substr(0, text.find(stop)));
@@ -243,7 +257,8 @@ TEST_CASE("console: -c scripts, a wrong token is refused", "[serve][console]") {
   const std::string bin = hybridserve_binary();
   auto run = [&](const std::string& args, int& rc) {
     std::string out;
-    FILE* p = popen((bin + " console --connect " + s.where(true) + " " + args + " 2>&1").c_str(), "r");
+    FILE* p =
+        popen((bin + " console --connect " + s.where(true) + " " + args + " 2>&1").c_str(), "r");
     char buf[4096];
     while (std::fgets(buf, sizeof buf, p)) out += buf;
     rc = WEXITSTATUS(pclose(p));
@@ -318,7 +333,8 @@ TEST_CASE("set kv_ratio changes the plan while requests keep streaming", "[serve
   REQUIRE(a.connect(s.where(true)) == "");
   a.send_line(json{{"op", "hello"}, {"version", 1}, {"token", k_admin_token}}.dump());
   REQUIRE(read_json(a)["type"] == "hello");
-  c.send_line(R"({"op":"generate","id":"long","prompt":"Copyright","max_tokens":200,"temperature":0})");
+  c.send_line(
+      R"({"op":"generate","id":"long","prompt":"Copyright","max_tokens":200,"temperature":0})");
   for (int i = 0; i < 3; ++i) REQUIRE(read_json(c)["type"] == "token");
   a.send_line(R"({"op":"admin","id":"1","command":"set kv_ratio 0.25"})");
   json r = read_json(a);
@@ -334,7 +350,8 @@ TEST_CASE("set kv_ratio changes the plan while requests keep streaming", "[serve
 
 TEST_CASE("SIGTERM: running requests end with a final message, exit 0", "[serve]") {
   const int port = 20000 + int(getpid() % 20000);
-  const std::string cmd = hybridserve_binary() + " serve --set http.port=0 --set server.port=" + std::to_string(port) +
+  const std::string cmd = hybridserve_binary() +
+                          " serve --set http.port=0 --set server.port=" + std::to_string(port) +
                           " --set model.path=" + hs::test::fixture("opt-tiny");
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
@@ -349,7 +366,8 @@ TEST_CASE("SIGTERM: running requests end with a final message, exit 0", "[serve]
     if (!connected) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   REQUIRE(connected);
-  c.send_line(R"({"op":"generate","id":"z","prompt":"Copyright","max_tokens":240,"temperature":0})");
+  c.send_line(
+      R"({"op":"generate","id":"z","prompt":"Copyright","max_tokens":240,"temperature":0})");
   REQUIRE(read_json(c)["type"] == "token");
   kill(pid, SIGTERM);
   auto [ids, done] = collect(c, "z");
