@@ -19,6 +19,7 @@ struct decoder_state {
   head_weights head;
   std::map<int64_t, sampler> samplers;  // per sequence: seeded generators persist across passes
   // The pass in flight.
+  std::unique_ptr<buffer_pool> pool;  // the passes' buffers, kept from pass to pass
   std::unique_ptr<step_pipeline> pipe;
   step_items items;
   caf::typed_response_promise<step_outcome> promise;
@@ -29,7 +30,9 @@ struct decoder_state {
   static inline const char* name = "decoder";
   // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
   ~decoder_state() {
-    if (pipe && be) be->synchronize();
+    if ((pipe || pool) && be) be->synchronize();
+    pipe.reset();
+    pool.reset();
   }
 };
 
@@ -39,6 +42,7 @@ void fail_step(decoder_ptr self, const std::string& why) {
   auto& st = self->state;
   if (st.pipe) st.be->synchronize();  // buffers may still be read by enqueued work
   st.pipe.reset();
+  if (st.pool) st.pool->clear();  // give the budget back: the next pass may be smaller
   step_outcome o;
   o.step = st.items.step;
   o.error = why;
@@ -109,7 +113,8 @@ void advance(decoder_ptr self) {
 void start_step(decoder_ptr self, step_layout layout) {
   auto& st = self->state;
   try {
-    st.pipe = std::make_unique<step_pipeline>(*st.be, st.m, std::move(layout));
+    if (!st.pool) st.pool = std::make_unique<buffer_pool>(*st.be);
+    st.pipe = std::make_unique<step_pipeline>(*st.be, *st.pool, st.m, std::move(layout));
     st.pipe->begin(st.head.norm_w, st.head.norm_b, st.head.head);
   } catch (const std::exception& e) {
     return fail_step(self, e.what());

@@ -118,9 +118,11 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       // larger of a prefill chunk and a decode batch, and workspace for the hinted batch's
       // whole context (worst case: none of it read in place), plus a block of slack each.
       const int64_t ctx = int64_t(o.batch_hint) * (o.context_hint + o.block_size);
+      // (+1/4: the decoder's buffer pool grows buffers with that much slack.)
       const int64_t reserve =
           int64_t(pass_device_bytes(m->config, std::size_t(p->be->elem_bytes()),
-                                    std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx));
+                                    std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx)) *
+          5 / 4;
       ao.device_cache_cap =
           std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);
     }

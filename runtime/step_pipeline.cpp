@@ -81,8 +81,9 @@ event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_jo
   return be.record(s);
 }
 
-step_pipeline::step_pipeline(backend& be, std::shared_ptr<const model> m, step_layout layout)
-    : be_(be), model_(std::move(m)), layout_(std::move(layout)) {
+step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<const model> m,
+                             step_layout layout)
+    : be_(be), model_(std::move(m)), layout_(std::move(layout)), pool_(pool) {
   for (const auto& it : layout_.items) {
     for (std::size_t t = 0; t < it.tokens.size(); ++t) {
       ids_.push_back(it.tokens[t]);
@@ -94,9 +95,7 @@ step_pipeline::step_pipeline(backend& be, std::shared_ptr<const model> m, step_l
   loaded_.resize(done_.size());
 }
 
-step_pipeline::~step_pipeline() {
-  for (auto* p : owned_) be_.device_free(p);
-}
+step_pipeline::~step_pipeline() = default;  // buffers stay in the pool for the next pass
 
 char* step_pipeline::slot_ptr(int set, int64_t slot) const {
   return static_cast<char*>(ws_slots_[set]) + std::size_t(slot) * layout_.kv_layer_bytes;
@@ -111,10 +110,8 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   int64_t R = 0;
   for (const auto& it : layout_.items) R += it.want_logits && !it.tokens.empty() ? 1 : 0;
   make_routes(layout_, n_slots_, act_rows_total_);
-  auto alloc = [&](std::size_t elems, const char* what) {
-    void* p = be_.device_alloc(std::max<std::size_t>(elems * eb, 1), what);
-    owned_.push_back(p);
-    return p;
+  auto alloc = [&](std::size_t elems, const std::string& what) {
+    return pool_.get(what, std::max<std::size_t>(elems * eb, 1));
   };
   x_ = alloc(N * c.hidden, "residual stream");
   xn_ = alloc(N * c.hidden, "normed activations");
@@ -126,11 +123,12 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   if (c.architecture == arch::llama) gate_ = alloc(N * c.ffn, "FFN gate");
   rows_ = alloc(std::size_t(R) * c.hidden, "logit rows");
   for (int s = 0; s < 2; ++s) {
-    ws_slots_[s] = alloc(std::size_t(n_slots_) * layout_.kv_layer_bytes / eb, "KV workspace");
-    ws_act_[s] = alloc(std::size_t(act_rows_total_) * c.hidden, "activation staging");
+    const std::string set = " (set " + std::to_string(s) + ")";
+    ws_slots_[s] = alloc(std::size_t(n_slots_) * layout_.kv_layer_bytes / eb, "KV workspace" + set);
+    ws_act_[s] = alloc(std::size_t(act_rows_total_) * c.hidden, "activation staging" + set);
     ws_scratch_[s] = alloc(
         std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) * (c.hidden + 2 * c.kv_dim()),
-        "rebuild scratch");
+        "rebuild scratch" + set);
   }
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
   be_.embed(stream::compute, model_->weights.tok_embed,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "hybridserve/backend.hpp"
+#include "hybridserve/buffer_pool.hpp"
 #include "hybridserve/cache_pool.hpp"
 #include "hybridserve/model.hpp"
 
@@ -79,7 +80,8 @@ event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_jo
 /// The decoder's per-pass state: buffers, workspace sets, per-layer events.
 class step_pipeline {
  public:
-  step_pipeline(backend& be, std::shared_ptr<const model> m, step_layout layout);
+  /// Buffers come from `pool` (kept by the decoder across passes).
+  step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<const model> m, step_layout layout);
   ~step_pipeline();
   step_pipeline(const step_pipeline&) = delete;
   step_pipeline& operator=(const step_pipeline&) = delete;
@@ -112,7 +114,7 @@ class step_pipeline {
   step_layout layout_;
   int64_t N_ = 0;
   std::vector<int32_t> ids_, pos_;
-  std::vector<void*> owned_;  // device buffers of this pass
+  buffer_pool& pool_;
   void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr, *attn_ = nullptr;
   void *tmp_ = nullptr, *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
   void* ws_slots_[2] = {};
