@@ -165,20 +165,7 @@ struct run_state {
     return out;
   }
 
-  std::string reason() const {
-    if (stopped) return "stop";
-    switch (fin.result.reason) {
-      case finish_reason::stop:
-        return "stop";
-      case finish_reason::length:
-        return "length";
-      case finish_reason::cancelled:
-        return "cancelled";
-      case finish_reason::error:
-        return "error";
-    }
-    return "stop";
-  }
+  std::string reason() const { return stopped ? "stop" : finish_reason_name(fin.result.reason); }
 
   json usage() const {
     const int64_t c = int64_t(ids.size());

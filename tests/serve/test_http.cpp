@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "fixture_util.hpp"
+#include "greedy_alone.hpp"
 #include "hybridserve/chat_template.hpp"
 #include "hybridserve/engine.hpp"
 #include "hybridserve/http_frontend.hpp"
@@ -60,15 +61,6 @@ struct http_fixture {
     return c;
   }
 };
-
-std::vector<int32_t> alone(const hs::model& m, const std::vector<int32_t>& prompt, int n) {
-  hs::reference_forward f(std::shared_ptr<const hs::model>(&m, [](const hs::model*) {}));
-  hs::generation_request r;
-  r.prompt = prompt;
-  r.max_tokens = n;
-  r.sampling.temperature = 0;
-  return hs::generate_reference(f, {r})[0].tokens;
-}
 
 json post(httplib::Client& c, const std::string& path, const json& body, int want_status,
           const httplib::Headers& h = {}) {
@@ -213,7 +205,7 @@ TEST_CASE("completions match the reference and carry usage", "[http]") {
   hs::tensor_store ex;
   ex.add_file(hs::test::fixture("opt-tiny") + "/expected.safetensors");
   const auto prompt = hs::test::ints(ex, "p0.prompt");
-  const auto expected = alone(*f.m, prompt, 12);
+  const auto expected = hs::test::greedy_alone(*f.m, prompt, 12);
   json j = post(c, "/v1/completions",
                 {{"model", "x"}, {"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}}, 200);
   CHECK(j["object"] == "text_completion");

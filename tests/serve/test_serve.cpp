@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "fixture_util.hpp"
+#include "greedy_alone.hpp"
 #include "hybridserve/frontends.hpp"
 #include "hybridserve/reference_forward.hpp"
 #include "line_client.hpp"
@@ -75,15 +76,6 @@ std::pair<std::vector<int32_t>, json> collect(line_client& c, const std::string&
   }
 }
 
-std::vector<int32_t> alone(const hs::model& m, const std::vector<int32_t>& prompt, int n) {
-  hs::reference_forward f(std::shared_ptr<const hs::model>(&m, [](const hs::model*) {}));
-  hs::generation_request r;
-  r.prompt = prompt;
-  r.max_tokens = n;
-  r.sampling.temperature = 0;
-  return hs::generate_reference(f, {r})[0].tokens;
-}
-
 std::string hybridserve_binary() {
   return HS_BINARY;
 }
@@ -97,7 +89,7 @@ TEST_CASE("64 concurrent clients each get exactly the tokens they would get alon
   std::vector<std::vector<int32_t>> prompts, expected;
   for (int i = 0; i < 4; ++i) {
     prompts.push_back(hs::test::ints(ex, "p" + std::to_string(i) + ".prompt"));
-    expected.push_back(alone(*s.m, prompts.back(), 12));
+    expected.push_back(hs::test::greedy_alone(*s.m, prompts.back(), 12));
   }
   std::vector<std::string> failures(64);
   std::vector<std::thread> clients;
