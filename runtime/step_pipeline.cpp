@@ -1,49 +1,12 @@
 // The per-pass verbs of the decoder and the recompute engine (see step_pipeline.hpp).
 #include "hybridserve/step_pipeline.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "hybridserve/error.hpp"
 
 namespace hs {
-
-namespace {
-
-// Where each block of each item is read from during attention (the same for every layer).
-
-enum class route { kv_device, kv_host, act };
-
-struct block_route {
-  route kind;
-  int64_t slot = -1;     // workspace slot (kv_host, act)
-  int64_t past = 0;      // tokens of the block written before this pass
-  int64_t act_row = -1;  // first row in the act staging (act)
-};
-
-}  // namespace
-
-// Routes are recomputed from the layout (cheap) so the class keeps no parallel arrays.
-static std::vector<std::vector<block_route>> make_routes(const step_layout& L, int64_t& n_slots,
-                                                         int64_t& act_rows) {
-  std::vector<std::vector<block_route>> out(L.items.size());
-  n_slots = act_rows = 0;
-  for (std::size_t i = 0; i < L.items.size(); ++i) {
-    for (const auto& b : L.blocks[i]) {
-      block_route r;
-      r.past = std::clamp<int64_t>(L.items[i].past - b.first_pos, 0, L.block_size);
-      if (b.form == cache_form::kv) {
-        r.kind = b.tier == cache_tier::device ? route::kv_device : route::kv_host;
-      } else {
-        r.kind = route::act;
-        r.act_row = act_rows;
-        act_rows += r.past;
-      }
-      if (r.kind != route::kv_device) r.slot = n_slots++;
-      out[i].push_back(r);
-    }
-  }
-  return out;
-}
 
 std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new_tokens,
                               int64_t staged_tokens, int64_t act_tokens) {
@@ -91,6 +54,24 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
     }
   }
   N_ = int64_t(ids_.size());
+  // Routes: which blocks attention reads in place (device KV) and which get a workspace slot
+  // (host KV, and activations whose K/V are rebuilt), with each act block's staging rows.
+  routes_.resize(layout_.items.size());
+  for (std::size_t i = 0; i < layout_.items.size(); ++i) {
+    for (const auto& b : layout_.blocks[i]) {
+      block_route r;
+      r.past = std::clamp<int64_t>(layout_.items[i].past - b.first_pos, 0, layout_.block_size);
+      if (b.form == cache_form::kv) {
+        r.kind = b.tier == cache_tier::device ? route::kv_device : route::kv_host;
+      } else {
+        r.kind = route::act;
+        r.act_row = act_rows_total_;
+        act_rows_total_ += r.past;
+      }
+      if (r.kind != route::kv_device) r.slot = n_slots_++;
+      routes_[i].push_back(r);
+    }
+  }
   done_.resize(std::size_t(model_->config.n_layer));
   loaded_.resize(done_.size());
 }
@@ -109,7 +90,6 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   const std::size_t eb = std::size_t(be_.elem_bytes()), N = std::size_t(N_);
   int64_t R = 0;
   for (const auto& it : layout_.items) R += it.want_logits && !it.tokens.empty() ? 1 : 0;
-  make_routes(layout_, n_slots_, act_rows_total_);
   auto alloc = [&](std::size_t elems, const std::string& what) {
     return pool_.get(what, std::max<std::size_t>(elems * eb, 1));
   };
@@ -141,8 +121,7 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
   const std::size_t eb = std::size_t(be_.elem_bytes());
   const std::size_t kv_row = std::size_t(c.kv_dim()) * eb, act_row = std::size_t(c.hidden) * eb;
   const std::size_t half = layout_.kv_layer_bytes / 2;
-  int64_t n_slots = 0, n_act = 0;
-  const auto routes = make_routes(layout_, n_slots, n_act);
+  const auto& routes = routes_;
 
   rebuild_job job;
   job.step = layout_.step;
@@ -152,7 +131,7 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
   job.set_free = j >= 2 ? done_[std::size_t(j - 2)] : nullptr;
   job.act_rows = ws_act_[set];
   job.scratch = ws_scratch_[set];
-  job.M = n_act;
+  job.M = act_rows_total_;
 
   // Host-tier blocks travel on the h2d stream once the set's previous reader is done.
   be_.wait(stream::h2d, job.set_free);
@@ -200,8 +179,7 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   const std::size_t kv_row = std::size_t(KV) * eb, act_row = std::size_t(H) * eb;
   const std::size_t half = layout_.kv_layer_bytes / 2;
   const stream s = stream::compute;
-  int64_t n_slots = 0, n_act = 0;
-  const auto routes = make_routes(layout_, n_slots, n_act);
+  const auto& routes = routes_;
 
   be_.wait(s, r.all_ready);
   be_.wait(s, rebuilt);

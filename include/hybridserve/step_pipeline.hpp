@@ -107,6 +107,14 @@ class step_pipeline {
   std::size_t device_to_host_bytes() const { return d2h_bytes_; }
 
  private:
+  // Where each block is read from during attention; the same for every layer of the pass.
+  enum class route { kv_device, kv_host, act };
+  struct block_route {
+    route kind = route::kv_device;
+    int64_t slot = -1;     // workspace slot (kv_host, act)
+    int64_t past = 0;      // tokens of the block written before this pass
+    int64_t act_row = -1;  // first row in the act staging (act)
+  };
   char* slot_ptr(int set, int64_t slot) const;
 
   backend& be_;
@@ -120,9 +128,10 @@ class step_pipeline {
   void* ws_slots_[2] = {};
   void* ws_act_[2] = {};
   void* ws_scratch_[2] = {};
-  int64_t n_slots_ = 0;          // workspace block slots per set
-  int64_t act_rows_total_ = 0;   // act rows rebuilt per layer
-  std::vector<event_ref> done_;  // per layer
+  std::vector<std::vector<block_route>> routes_;  // per item, per block (constructor)
+  int64_t n_slots_ = 0;                           // workspace block slots per set
+  int64_t act_rows_total_ = 0;                    // act rows rebuilt per layer
+  std::vector<event_ref> done_;                   // per layer
   std::vector<event_ref> loaded_;
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;
   std::vector<float> logits_;
