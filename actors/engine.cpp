@@ -22,13 +22,6 @@ std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t budge
   throw error("backend 'cuda' unavailable: " + why);
 }
 
-bool cuda_available(std::string* why) {
-  std::string w;
-  const bool ok = make_cuda_backend_if_built(1, w) != nullptr;
-  if (why) *why = w;
-  return ok;
-}
-
 calibration h200_calibration() {
   calibration c;
   c.device = "NVIDIA H200 (BENCH.md figures)";
@@ -100,10 +93,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       p->be->embed(stream::compute, m->weights.tok_embed,
                    m->config.architecture == arch::opt ? &m->weights.pos_embed : nullptr, {0}, {0},
                    tmp);
-      p->be->synchronize();
+      p->be->synchronize();  // also waits for the resident weights' upload
       p->be->device_free(tmp);
     }
-    p->be->synchronize();
 
     accountant_options ao;
     ao.policy = policy;

@@ -119,26 +119,6 @@ model_config parse_explicit(const std::string& spec) {
   return c;
 }
 
-// GPT-2's byte -> printable character map (bytes that print as themselves keep their code).
-std::string byte_level_char(int b) {
-  int cp = b;
-  const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-  if (!printable) {
-    int n = 0;
-    for (int x = 0; x < b; ++x)
-      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) ++n;
-    cp = 256 + n;
-  }
-  std::string s;
-  if (cp < 0x80)
-    s += char(cp);
-  else {
-    s += char(0xc0 | (cp >> 6));
-    s += char(0x80 | (cp & 0x3f));
-  }
-  return s;
-}
-
 uint64_t splitmix64(uint64_t& x) {
   uint64_t z = (x += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -206,7 +186,7 @@ std::shared_ptr<const tokenizer> make_byte_tokenizer(int vocab) {
     v[specials[i]] = i;
     added.push_back({{"id", i}, {"content", specials[i]}, {"special", true}});
   }
-  for (int b = 0; b < 256; ++b) v[byte_level_char(b)] = 3 + b;
+  for (int b = 0; b < 256; ++b) v[byte_level_token(uint8_t(b))] = 3 + b;
   for (int i = 259; i < vocab; ++i) {
     const std::string name = "<|unused_" + std::to_string(i) + "|>";
     v[name] = i;

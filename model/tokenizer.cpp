@@ -514,4 +514,11 @@ std::string stream_decoder::finish() {
   return out;
 }
 
+std::string byte_level_token(uint8_t byte) {
+  static const std::array<char32_t, 256> map = make_byte_to_cp();
+  std::string out;
+  utf8::append_codepoint(out, map[byte]);
+  return out;
+}
+
 }  // namespace hs

@@ -77,8 +77,6 @@ calibration measure_calibration(backend& be, const model_config& cfg);
 
 /// "cpu", "cuda" or "auto" (cuda when a GPU is present, else cpu). Throws hs::error.
 std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t device_budget);
-/// Whether a CUDA device is usable in this build (and why not).
-bool cuda_available(std::string* why = nullptr);
 
 /// BENCH.md's figures measured on an H200 host (PCIe gen5): for planning without a GPU.
 calibration h200_calibration();

@@ -41,6 +41,9 @@ class tokenizer {
   std::unique_ptr<impl> impl_;
 };
 
+/// The vocabulary string GPT-2's byte-level BPE uses for one raw byte (bytes_to_unicode).
+std::string byte_level_token(uint8_t byte);
+
 /// Turns a stream of ids into text pieces that are always whole UTF-8 characters: bytes of a
 /// character split across tokens are held back until the character is complete.
 class stream_decoder {
