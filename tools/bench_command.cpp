@@ -98,9 +98,7 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   r.resident = rep.weights.resident_layers;
   // The roofline of the plan in force: the cost model at this machine's measured figures, for
   // a decode step in the middle of generation, with the engine's actual placement.
-  step_workload w;
-  w.context.assign(std::size_t(o.batch), int64_t(o.prompt) + o.gen / 2);
-  w.new_tokens = o.batch;
+  const step_workload w = mid_decode_workload(o.batch, o.prompt, o.gen);
   budgets b;
   b.device_bytes = rep.cache.device_budget;
   b.host_bytes = opts.host_budget;

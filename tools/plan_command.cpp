@@ -50,10 +50,7 @@ int run_plan(plan_options& o) {
       return 1;
     }
   }
-  // A decode step in the middle of generation: every sequence holds prompt + gen/2 tokens.
-  step_workload w;
-  w.context.assign(std::size_t(o.batch), int64_t(o.prompt) + o.gen / 2);
-  w.new_tokens = o.batch;
+  const step_workload w = mid_decode_workload(o.batch, o.prompt, o.gen);
   budgets b;
   b.device_bytes = o.eng.opts.device_budget > 0 ? o.eng.opts.device_budget : (int64_t(1) << 50);
   b.host_bytes = o.eng.opts.host_budget;

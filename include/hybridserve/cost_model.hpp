@@ -40,6 +40,15 @@ struct step_workload {
   int64_t new_tokens = 0;        // tokens computed this pass (batch for decode; chunk for prefill)
 };
 
+/// The decode step `plan` and `bench` predict for a batch of `batch` sequences of `prompt`
+/// tokens generating `gen`: the middle of generation, every sequence holding prompt + gen/2.
+inline step_workload mid_decode_workload(int batch, int prompt, int gen) {
+  step_workload w;
+  w.context.assign(std::size_t(batch), int64_t(prompt) + gen / 2);
+  w.new_tokens = batch;
+  return w;
+}
+
 struct budgets {
   int64_t device_bytes = 0;  // everything on the device: weights, ring, cache, workspace
   int64_t host_bytes = 0;    // 0 = unlimited
