@@ -134,6 +134,9 @@ void add_generate_command(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<generate_options>();
   auto* g = app.add_subcommand("generate", "generate text from prompts (the default command)");
   add_model_options(g, o->src);
+  g->get_option("--model")->description(
+      "Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json); with "
+      "neither --model nor --shape: the built-in model (models/builtin, docs/MODEL.md)");
   add_engine_options(g, o->eng);
   g->add_option("-p,--prompt", o->prompts, "prompt text (repeat for a batch)");
   g->add_option("--prompt-file", o->prompt_file, "file with one prompt per line (a batch)");

@@ -172,7 +172,10 @@ int run_serve(const serve_options& o) {
                   (*m)->config.name.c_str(), arch_name((*m)->config.architecture),
                   double((*m)->config.parameter_count()) / 1e6, rep.backend.c_str(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    log(2, buf);
+    // Which folder a configuration naming no model resolved to (the built-in model).
+    log(2, std::string(buf) + (src.dir.empty() && src.shape.empty()
+                                   ? "; built-in model from " + (*m)->source
+                                   : std::string()));
   }
   if (c.server.port != 0) {
     fo.listen = c.server.listen;

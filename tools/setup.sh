@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build make pkg-config git ca-certificates
       libcaf-dev libtomlplusplus-dev catch2 nlohmann-json3-dev libopenblas-dev
       libcli11-dev libpcre2-dev libedit-dev
-      libcpp-httplib-dev curl prometheus)  # HTTP API; curl and promtool check it (tests/http)
+      libcpp-httplib-dev curl prometheus   # HTTP API; curl and promtool check it (tests/http)
+      wamerican)  # /usr/share/dict/words: the built-in model's dictionary-word test
 # The openai npm client of tests/http needs node with npm (Node 20 where it is preinstalled);
 # Debian's own only where there is no node at all.
 command -v node >/dev/null || pkgs+=(nodejs)

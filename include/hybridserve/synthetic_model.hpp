@@ -12,7 +12,7 @@
 namespace hs {
 
 /// Named shapes: opt-125m, opt-6.7b, opt-13b, opt-30b, opt-66b, llama-2-7b, llama-2-13b,
-/// llama-3-8b, llama-2-70b, and "tiny" (the small default model).
+/// llama-3-8b, llama-2-70b, and "tiny" (a small OPT for tests; `--shape tiny`).
 std::vector<std::string> synthetic_shape_names();
 
 /// A named shape, or explicit dimensions:

@@ -377,8 +377,15 @@ def main():
         model.train()
         return tot / a.eval_batches
 
-    total = a.steps            # 0: fixed after timing the first steps
-    calib_steps, budget_s = 50, a.minutes * 60
+    total = a.steps            # 0: fixed after timing steps calib_from..calib_to
+    # Time steps 10..60 only: the first steps include CUDA start-up (kernel loading, allocator
+    # growth, autotuning), which made the first calibration 3x too slow (64.6 ms/step measured
+    # vs ~21 ms real on an H100, so `--minutes 5` trained 1.5 min). Calibration ends inside the
+    # warmup, whose lr does not depend on the step count: a rerun with `--steps N` replays the
+    # same schedule.
+    calib_to = max(2, min(60, a.warmup))
+    calib_from, budget_s = min(10, calib_to // 2), a.minutes * 60
+    t_calib = None
     def lr_at(s, tot):
         if s < a.warmup:
             return a.lr * (s + 1) / a.warmup
@@ -402,13 +409,18 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if not total and step == calib_steps:
+        if not total and step in (calib_from, calib_to):
             if dev == "cuda":
                 torch.cuda.synchronize()
-            per = (time.time() - t_train) / calib_steps
-            total = max(calib_steps + 1, int(budget_s * 0.93 / per))   # leave room for evals
-            print(f"calibrated: {per * 1000:.1f} ms/step -> {total} steps for {a.minutes} min "
-                  f"(rerun with --steps {total} to reproduce exactly)")
+            if step == calib_from:
+                t_calib = time.time()
+            else:
+                per = (time.time() - t_calib) / (calib_to - calib_from)
+                left = budget_s * 0.93 - (time.time() - t_train)       # leave room for evals
+                total = max(calib_to + 1, calib_to + int(left / per))
+                print(f"calibrated: {per * 1000:.1f} ms/step (steps {calib_from}..{calib_to}) -> "
+                      f"{total} steps for {a.minutes} min "
+                      f"(rerun with --steps {total} to reproduce exactly)")
         if step % 50 == 0 or step == 1 or step == total:
             print(f"step {step}/{total or '?'} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
                   f"{time.time() - t_train:.0f}s", flush=True)
@@ -425,7 +437,7 @@ def main():
     # ---------------------------------------------------------------- write the folder
     os.makedirs(a.out, exist_ok=True)
     if use_hf:
-        model.to(torch.float16).save_pretrained(a.out, safe_serialization=True)
+        model.to(torch.float16).save_pretrained(a.out)   # safetensors; `safe_serialization` was removed in transformers 5
         tok.save(os.path.join(a.out, "tokenizer.json"))
     else:
         sd = {n: t for n, t in model.state_dict().items()}
@@ -494,7 +506,9 @@ Each passage is wrapped as `<s> ... </s>`. Train tokens {len(train_ids):,}, vali
   AdamW (betas 0.9/0.95, weight decay {a.weight_decay}), peak lr {a.lr:g}, warmup {a.warmup}, cosine to
   {a.min_lr_frac:g}x, grad clip 1.0, {"bf16 autocast" if dev == "cuda" else "float32"} on {gpu}
 - training time {train_time:.0f} s (whole script {time.time() - t_start:.0f} s); tokenizer {tok_time:.0f} s
-- kept checkpoint: step {best[1]}, **final validation loss {best[0]:.4f}** (perplexity {math.exp(best[0]):.1f})
+- kept checkpoint: step {best[1]}, **final validation loss {best[0]:.4f}** (perplexity {math.exp(best[0]):.1f}):
+  the validation loss of the weights written here (lowest of the log below); at the last step
+  {log[-1][0] if log else step} it was {log[-1][2] if log else float("nan"):.4f}
 - torch {torch.__version__}{", transformers " + _tf.__version__ + ", tokenizers " + _tk.__version__ if use_hf else ", built-in fallback implementation"}
 
 Validation log (step, train loss, val loss): {log}
