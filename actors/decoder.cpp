@@ -17,6 +17,7 @@ struct decoder_state {
   recompute_actor recompute;
   accountant_actor accountant;
   head_weights head;
+  int64_t trace_pass = -1;
   std::map<int64_t, sampler> samplers;  // per sequence: seeded generators persist across passes
   // The pass in flight.
   std::unique_ptr<buffer_pool> pool;  // the passes' buffers, kept from pass to pass
@@ -115,6 +116,8 @@ void start_step(decoder_ptr self, step_layout layout) {
   try {
     if (!st.pool) st.pool = std::make_unique<buffer_pool>(*st.be);
     st.pipe = std::make_unique<step_pipeline>(*st.be, *st.pool, st.m, std::move(layout));
+    st.be->set_timing(st.items.step == st.trace_pass);
+    if (st.items.step == st.trace_pass) st.pipe->enable_trace();
     st.pipe->begin(st.head.norm_w, st.head.norm_b, st.head.head);
   } catch (const std::exception& e) {
     return fail_step(self, e.what());
@@ -139,8 +142,10 @@ void start_step(decoder_ptr self, step_layout layout) {
 
 decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_ptr<const model> m,
                                      loader_actor loader, recompute_actor recompute,
-                                     accountant_actor accountant, head_weights head) {
+                                     accountant_actor accountant, head_weights head,
+                                     int64_t trace_pass) {
   auto& st = self->state;
+  st.trace_pass = trace_pass;
   st.be = be;
   st.m = std::move(m);
   st.loader = loader;
@@ -196,6 +201,10 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
         o.h2d_bytes = s.pipe->host_to_device_bytes();
         o.d2h_bytes = s.pipe->device_to_host_bytes();
         o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t0).count();
+        if (step == s.trace_pass) {
+          o.trace = s.pipe->trace_table();
+          s.be->set_timing(false);
+        }
         s.pipe.reset();
         self->send(s.accountant, commit_atom::value, seqs, counts);
         s.promise.deliver(o);
@@ -209,8 +218,8 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
 
 decoder_actor spawn_decoder(caf::actor_system& sys, backend* be, std::shared_ptr<const model> m,
                             loader_actor loader, recompute_actor recompute,
-                            accountant_actor accountant, head_weights head) {
-  return sys.spawn(decoder, be, std::move(m), loader, recompute, accountant, head);
+                            accountant_actor accountant, head_weights head, int64_t trace_pass) {
+  return sys.spawn(decoder, be, std::move(m), loader, recompute, accountant, head, trace_pass);
 }
 
 }  // namespace hs

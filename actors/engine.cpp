@@ -132,13 +132,20 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     p->accountant = spawn_cache_accountant(sys, p->be.get(), m, ao);
     p->loader = spawn_layer_loader(sys, p->be.get(), p->weights);
     p->recompute = spawn_recompute_engine(sys, p->be.get(), m);
-    p->decoder =
-        spawn_decoder(sys, p->be.get(), m, p->loader, p->recompute, p->accountant, p->head);
+    p->decoder = spawn_decoder(sys, p->be.get(), m, p->loader, p->recompute, p->accountant, p->head,
+                               o.trace_pass);
     intake_options io;
     io.max_batch = o.max_batch;
     io.max_step_tokens = o.max_step_tokens;
     io.max_queue = o.max_queue;
     p->intake = spawn_request_intake(sys, m, p->decoder, p->accountant, io);
+    // The accountant pins the first plan's host tier when it starts (on a CAF worker): wait
+    // for it, so that cost lands in engine start and not in the first requests.
+    {
+      caf::scoped_actor self{sys};
+      self->request(p->accountant, caf::infinite, usage_atom::value)
+          .receive([](const cache_report&) {}, [](caf::error&) {});
+    }
     return std::unique_ptr<engine>(new engine(std::move(p)));
   });
 }

@@ -16,6 +16,8 @@ cache_pool::~cache_pool() {
     for (auto id : e.blocks)
       if (blocks_[std::size_t(id)].tier == cache_tier::device)
         be_.device_free(blocks_[std::size_t(id)].data);
+  for (auto& sp : spares_)
+    for (auto& sd : sp[int(cache_tier::device)]) be_.device_free(sd.data);
 }
 
 std::size_t cache_pool::layer_bytes(cache_form f) const {
@@ -37,31 +39,93 @@ char* cache_pool::act_slice(const cache_block& b, int j) const {
   return b.data + std::size_t(j) * layer_bytes(cache_form::act);
 }
 
+char* cache_pool::take(cache_form form, cache_tier tier, std::shared_ptr<void>& host) {
+  const int t = int(tier);
+  const int64_t bytes = int64_t(block_bytes(form));
+  const int64_t limit = tier == cache_tier::device ? device_cap_ : host_budget_;
+  const int64_t in_use = tier == cache_tier::device ? dev_bytes_ : host_bytes_;
+  const bool capped = tier == cache_tier::device || host_budget_ > 0;
+  if (capped && in_use + bytes > limit) return nullptr;
+  auto& mine = spares_[int(form)][t];
+  if (!mine.empty()) {
+    spare sp = std::move(mine.back());
+    mine.pop_back();
+    spare_bytes_[t] -= bytes;
+    host = std::move(sp.host);
+    return sp.data;
+  }
+  const cache_form other = form == cache_form::kv ? cache_form::act : cache_form::kv;
+  while (capped && in_use + spare_bytes_[t] + bytes > limit && !spares_[int(other)][t].empty())
+    drop_spare(other, tier);
+  if (capped && in_use + spare_bytes_[t] + bytes > limit) return nullptr;
+  if (tier == cache_tier::host) {
+    host = be_.host_alloc(std::size_t(bytes));
+    return static_cast<char*>(host.get());
+  }
+  try {
+    return static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
+  } catch (const error&) {
+    return nullptr;  // device full after all: the caller falls through to the host tier
+  }
+}
+
+void cache_pool::give_back(cache_form form, cache_tier tier, char* data,
+                           std::shared_ptr<void> host) {
+  spares_[int(form)][int(tier)].push_back({data, std::move(host)});
+  spare_bytes_[int(tier)] += int64_t(block_bytes(form));
+}
+
+void cache_pool::drop_spare(cache_form form, cache_tier tier) {
+  auto& v = spares_[int(form)][int(tier)];
+  if (v.empty()) return;
+  if (tier == cache_tier::device) be_.device_free(v.back().data);
+  v.pop_back();  // host memory goes with its owner
+  spare_bytes_[int(tier)] -= int64_t(block_bytes(form));
+}
+
+int64_t cache_pool::prewarm(cache_form form, cache_tier tier, int64_t n) {
+  int64_t made = 0;
+  const int64_t bytes = int64_t(block_bytes(form));
+  const int64_t limit = tier == cache_tier::device ? device_cap_ : host_budget_;
+  const bool capped = tier == cache_tier::device || host_budget_ > 0;
+  for (; made < n; ++made) {
+    const int64_t held =
+        (tier == cache_tier::device ? dev_bytes_ : host_bytes_) + spare_bytes_[int(tier)];
+    if (capped && held + bytes > limit) break;
+    std::shared_ptr<void> host;
+    char* p = nullptr;
+    if (tier == cache_tier::host) {
+      host = be_.host_alloc(std::size_t(bytes));
+      p = static_cast<char*>(host.get());
+    } else {
+      try {
+        p = static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
+      } catch (const error&) {
+        break;
+      }
+    }
+    give_back(form, tier, p, std::move(host));
+  }
+  return made;
+}
+
 int32_t cache_pool::new_block(cache_form form, int32_t first_pos) {
   const int64_t bytes = int64_t(block_bytes(form));
   cache_block b;
   b.form = form;
   b.first_pos = first_pos;
   std::shared_ptr<void> host;
-  if (dev_bytes_ + bytes <= device_cap_) {
-    try {
-      b.data = static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
-      b.tier = cache_tier::device;
-      dev_bytes_ += bytes;
-    } catch (const error&) {
-      b.data = nullptr;  // device full after all: fall through to the host tier
-    }
-  }
+  b.tier = cache_tier::device;
+  b.data = take(form, cache_tier::device, host);
   if (!b.data) {
-    if (host_budget_ > 0 && host_bytes_ + bytes > host_budget_)
+    b.tier = cache_tier::host;
+    b.data = take(form, cache_tier::host, host);
+    if (!b.data)
       throw error("cache full: a " + std::to_string(bytes) + "-byte block fits neither the " +
                   "device cache cap (" + std::to_string(device_cap_) + " bytes) nor the host " +
                   "budget (" + std::to_string(host_budget_ - host_bytes_) + " bytes left)");
-    host = be_.host_alloc(std::size_t(bytes));
-    b.data = static_cast<char*>(host.get());
-    b.tier = cache_tier::host;
-    host_bytes_ += bytes;
   }
+  (b.tier == cache_tier::device ? dev_bytes_ : host_bytes_) += bytes;
   int32_t id;
   if (!free_ids_.empty()) {
     id = free_ids_.back();
@@ -79,13 +143,9 @@ int32_t cache_pool::new_block(cache_form form, int32_t first_pos) {
 void cache_pool::free_block(int32_t id) {
   auto& b = blocks_[std::size_t(id)];
   const int64_t bytes = int64_t(block_bytes(b.form));
-  if (b.tier == cache_tier::device) {
-    be_.device_free(b.data);
-    dev_bytes_ -= bytes;
-  } else {
-    host_mem_[std::size_t(id)].reset();
-    host_bytes_ -= bytes;
-  }
+  (b.tier == cache_tier::device ? dev_bytes_ : host_bytes_) -= bytes;
+  give_back(b.form, b.tier, b.data, std::move(host_mem_[std::size_t(id)]));
+  host_mem_[std::size_t(id)].reset();
   b = cache_block{};
   free_ids_.push_back(id);
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "hybridserve/error.hpp"
 
@@ -27,9 +28,11 @@ event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_jo
   be.wait(s, job.cache_loaded);
   if (job.M > 0) {
     const std::size_t row = std::size_t(cfg.hidden) * std::size_t(be.elem_bytes());
+    std::vector<copy_op> stage;  // one batch: a block slice each, thousands per layer
     for (const auto& d : job.device_act)
-      be.copy(s, static_cast<char*>(job.act_rows) + std::size_t(d.dst_row) * row, d.src,
-              std::size_t(d.rows) * row);
+      stage.push_back({static_cast<char*>(job.act_rows) + std::size_t(d.dst_row) * row, d.src,
+                       std::size_t(d.rows) * row});
+    be.copy_batch(s, std::move(stage));
     // In chunks, so the scratch (normed rows + their K|V) stays small whatever the batch.
     for (int64_t r0 = 0; r0 < job.M; r0 += k_rebuild_chunk_rows) {
       const int64_t n = std::min(k_rebuild_chunk_rows, job.M - r0);
@@ -111,6 +114,11 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
         "rebuild scratch" + set);
   }
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
+  if (trace_) {
+    t0_ = be_.record(stream::compute);
+    weights_ready_.resize(done_.size());
+    rebuilt_.resize(done_.size());
+  }
   be_.embed(stream::compute, model_->weights.tok_embed,
             c.architecture == arch::opt ? &model_->weights.pos_embed : nullptr, ids_, pos_, x_);
 }
@@ -133,8 +141,10 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
   job.scratch = ws_scratch_[set];
   job.M = act_rows_total_;
 
-  // Host-tier blocks travel on the h2d stream once the set's previous reader is done.
+  // Host-tier blocks travel on the h2d stream once the set's previous reader is done, as one
+  // batch of copies (a block slice is block_size rows: thousands per layer).
   be_.wait(stream::h2d, job.set_free);
+  std::vector<copy_op> loads;
   for (std::size_t i = 0; i < routes.size(); ++i) {
     for (std::size_t b = 0; b < routes[i].size(); ++b) {
       const auto& rt = routes[i][b];
@@ -142,16 +152,14 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
       if (rt.past == 0) continue;
       if (rt.kind == route::kv_host) {
         const char* k = blk.data + std::size_t(j) * layout_.kv_layer_bytes;
-        be_.copy(stream::h2d, slot_ptr(set, rt.slot), k, std::size_t(rt.past) * kv_row);
-        be_.copy(stream::h2d, slot_ptr(set, rt.slot) + half, k + half,
-                 std::size_t(rt.past) * kv_row);
+        loads.push_back({slot_ptr(set, rt.slot), k, std::size_t(rt.past) * kv_row});
+        loads.push_back({slot_ptr(set, rt.slot) + half, k + half, std::size_t(rt.past) * kv_row});
         h2d_bytes_ += 2 * std::size_t(rt.past) * kv_row;
       } else if (rt.kind == route::act) {
         const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
         if (blk.tier == cache_tier::host) {
-          be_.copy(stream::h2d,
-                   static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row, a,
-                   std::size_t(rt.past) * act_row);
+          loads.push_back({static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row, a,
+                           std::size_t(rt.past) * act_row});
           h2d_bytes_ += std::size_t(rt.past) * act_row;
         } else {
           job.device_act.push_back({a, rt.act_row, rt.past});
@@ -164,10 +172,26 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
       }
     }
   }
+  be_.copy_batch(stream::h2d, std::move(loads));
   loaded_[std::size_t(j)] = be_.record(stream::h2d);
   job.cache_loaded = loaded_[std::size_t(j)];
   return job;
 }
+
+namespace {
+// Appends a copy, merged into the previous one when both ends continue it (rows of one block).
+void add_copy(std::vector<copy_op>& ops, void* dst, const void* src, std::size_t bytes) {
+  if (!ops.empty()) {
+    auto& o = ops.back();
+    if (static_cast<char*>(o.dst) + o.bytes == dst &&
+        static_cast<const char*>(o.src) + o.bytes == src) {
+      o.bytes += bytes;
+      return;
+    }
+  }
+  ops.push_back({dst, src, bytes});
+}
+}  // namespace
 
 event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& rebuilt) {
   const auto& c = model_->config;
@@ -184,12 +208,17 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   be_.wait(s, r.all_ready);
   be_.wait(s, rebuilt);
   be_.wait(s, loaded_[std::size_t(j)]);
+  if (trace_) {
+    weights_ready_[std::size_t(j)] = r.all_ready;
+    rebuilt_[std::size_t(j)] = rebuilt;
+  }
 
-  // Destinations of the new tokens' K/V (what attention reads) and of their persistent
-  // copies (host KV rows, activation rows), row by row in batch order.
-  row_ptrs k_dst, v_dst, k_keep, v_keep, act_keep;
-  std::vector<const void*> kv_keep_src_k, kv_keep_src_v;
-  std::vector<int64_t> keep_rows, act_rows_src;
+  // Destinations of the new tokens' K/V (what attention reads), and the copies that keep the
+  // new tokens' cache: activation rows (the layer input) and host-tier K/V rows, merged into
+  // runs per block. Fresh prompts (no past) take the tensor-core attention on the projection
+  // output; everything else the paged kernel.
+  row_ptrs k_dst, v_dst;
+  std::vector<copy_op> act_stores, kv_stores;
   attention_args a;
   a.n_head = c.n_head;
   a.n_kv = c.n_kv_head;
@@ -197,13 +226,29 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   a.block_size = layout_.block_size;
   a.scale = 1.0f / std::sqrt(float(c.head_dim));
   a.q_start.push_back(0);
+  fresh_attention_args fa;
+  fa.k = kvn_;
+  fa.v = static_cast<char*>(kvn_) + kv_row;
+  fa.ld_kv = 2 * KV;
+  fa.n_head = c.n_head;
+  fa.n_kv = c.n_kv_head;
+  fa.head_dim = c.head_dim;
+  fa.scale = a.scale;
+  bool any_paged = false;
   int64_t row = 0;
   for (std::size_t i = 0; i < layout_.items.size(); ++i) {
     const auto& it = layout_.items[i];
     const int64_t n = int64_t(it.tokens.size());
+    const bool fresh = it.past == 0 && n > 1;
     a.blk_start.push_back(int32_t(a.k_blocks.size()));
-    a.ctx_len.push_back(int32_t(it.past + n));
+    a.ctx_len.push_back(fresh ? -1 : int32_t(it.past + n));
     a.q_start.push_back(int32_t(row + n));
+    if (fresh) {
+      fa.row0.push_back(int32_t(row));
+      fa.len.push_back(int32_t(n));
+    } else if (n > 0) {
+      any_paged = true;
+    }
     for (std::size_t b = 0; b < routes[i].size(); ++b) {
       const auto& blk = layout_.blocks[i][b];
       const char* k = routes[i][b].kind == route::kv_device
@@ -221,22 +266,34 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
       v_dst.push_back(k + half + off * kv_row);
       const auto& blk = layout_.blocks[i][b];
       if (routes[i][b].kind == route::kv_host) {
+        // The slot (device) receives the row first; its K and V halves are contiguous per block
+        // like the host block's, so the keep-copies run from the slot.
         char* hk = blk.data + std::size_t(j) * layout_.kv_layer_bytes;
-        k_keep.push_back(hk + off * kv_row);
-        v_keep.push_back(hk + half + off * kv_row);
-        keep_rows.push_back(row);
+        add_copy(kv_stores, hk + off * kv_row, k + off * kv_row, kv_row);
+        d2h_bytes_ += 2 * kv_row;
       } else if (routes[i][b].kind == route::act) {
-        act_keep.push_back(blk.data + std::size_t(j) * layout_.act_layer_bytes + off * act_row);
-        act_rows_src.push_back(row);
+        add_copy(act_stores, blk.data + std::size_t(j) * layout_.act_layer_bytes + off * act_row,
+                 static_cast<char*>(x_) + std::size_t(row) * act_row, act_row);
         if (blk.tier == cache_tier::host) d2h_bytes_ += act_row;
       }
     }
   }
+  // V halves of the host K/V rows: the same runs shifted by half a layer slice.
+  {
+    const std::size_t nk = kv_stores.size();
+    for (std::size_t k = 0; k < nk; ++k)
+      kv_stores.push_back({static_cast<char*>(kv_stores[k].dst) + half,
+                           static_cast<const char*>(kv_stores[k].src) + half, kv_stores[k].bytes});
+  }
 
-  // The layer input of tokens cached as activations is their checkpoint: store it first.
-  for (std::size_t k = 0; k < act_keep.size(); ++k)
-    be_.copy(s, act_keep[k], static_cast<char*>(x_) + std::size_t(act_rows_src[k]) * act_row,
-             act_row);
+  // The layer input of tokens cached as activations is their checkpoint: it leaves on the d2h
+  // stream while the projections and attention run, and must be out before x is updated.
+  event_ref act_saved;
+  if (!act_stores.empty()) {
+    be_.wait(stream::d2h, be_.record(s));
+    be_.copy_batch(stream::d2h, std::move(act_stores));
+    act_saved = be_.record(stream::d2h);
+  }
   if (opt)
     be_.norm(s, x_, w.attn_norm_w, w.attn_norm_b, xn_, N, H, c.norm_eps, false);
   else
@@ -249,14 +306,16 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   }
   be_.scatter_rows(s, kvn_, 2 * kv_row, kv_row, k_dst);
   be_.scatter_rows(s, static_cast<char*>(kvn_) + kv_row, 2 * kv_row, kv_row, v_dst);
-  for (std::size_t k = 0; k < k_keep.size(); ++k) {
-    const char* src = static_cast<char*>(kvn_) + std::size_t(keep_rows[k]) * 2 * kv_row;
-    be_.copy(s, k_keep[k], src, kv_row);
-    be_.copy(s, v_keep[k], src + kv_row, kv_row);
-    d2h_bytes_ += 2 * kv_row;
+  event_ref kv_kept;
+  if (!kv_stores.empty()) {
+    be_.wait(stream::d2h, be_.record(s));
+    be_.copy_batch(stream::d2h, std::move(kv_stores));
+    kv_kept = be_.record(stream::d2h);
   }
-  be_.attention(s, q_, attn_, std::move(a));
+  if (any_paged) be_.attention(s, q_, attn_, std::move(a));
+  if (!fa.row0.empty()) be_.attention_fresh(s, q_, attn_, std::move(fa));
   be_.linear(s, attn_, w.wo, w.bo, tmp_, N, H, Q);
+  be_.wait(s, act_saved);
   be_.add(s, x_, tmp_, N * H);
   if (opt) {
     be_.norm(s, x_, w.ffn_norm_w, w.ffn_norm_b, xn_, N, H, c.norm_eps, false);
@@ -270,6 +329,8 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   }
   be_.linear(s, up_, w.w_down, w.b_down, tmp_, N, H, Fd);
   be_.add(s, x_, tmp_, N * H);
+  // The slot set and kvn are reused two layers on / next layer: the host copies must be done.
+  be_.wait(s, kv_kept);
   done_[std::size_t(j)] = be_.record(s);
   return done_[std::size_t(j)];
 }
@@ -290,6 +351,32 @@ event_ref step_pipeline::finish() {
     be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, logits_.data());
   }
   return be_.record(stream::compute);
+}
+
+std::string step_pipeline::trace_table() const {
+  if (!trace_ || !t0_) return {};
+  std::string out =
+      "pass " + std::to_string(layout_.step) + ": " + std::to_string(N_) + " new tokens, " +
+      std::to_string(act_rows_total_) + " act rows rebuilt per layer, " +
+      std::to_string(h2d_bytes_ >> 20) + " MiB host cache in, " + std::to_string(d2h_bytes_ >> 20) +
+      " MiB out\n" +
+      "layer  weights  cache   rebuilt  computed  (ms since the pass began; - = none)\n";
+  char line[160];
+  const auto at = [&](const event_ref& e) {
+    const double ms = e ? be_.elapsed_ms(t0_, e) : std::nan("");
+    char b[24];
+    if (std::isnan(ms))
+      std::snprintf(b, sizeof b, "%8s", "-");
+    else
+      std::snprintf(b, sizeof b, "%8.2f", ms);
+    return std::string(b);
+  };
+  for (std::size_t j = 0; j < done_.size(); ++j) {
+    std::snprintf(line, sizeof line, "%5zu %s %s %s %s\n", j, at(weights_ready_[j]).c_str(),
+                  at(loaded_[j]).c_str(), at(rebuilt_[j]).c_str(), at(done_[j]).c_str());
+    out += line;
+  }
+  return out;
 }
 
 }  // namespace hs

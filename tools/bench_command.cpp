@@ -43,9 +43,19 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   opts.batch_hint = o.batch;
   opts.context_hint = o.prompt + o.gen / 2;
   opts.max_batch = o.batch;
+  // Prefill in 4 passes: each pass streams every weight once, and at 16k rows a pass's GEMMs
+  // take about as long as its weights take to arrive. Override with --step-tokens.
   if (opts.max_step_tokens == engine_options{}.max_step_tokens)
-    opts.max_step_tokens = std::max(1, o.batch * o.prompt / 8);  // prefill in 8 passes
+    opts.max_step_tokens = std::max(1, o.batch * o.prompt / 4);
+  // 64-token blocks: a layer's slice of a block is one copy on the link, and 16-token slices
+  // (160 KB for OPT-13B activations) are too small for the copy engines. Override with
+  // --block-size.
+  if (opts.block_size == engine_options{}.block_size) opts.block_size = 64;
+  const auto t_start = clock_type::now();
   auto e = engine::start(m, opts);
+  if (e)
+    std::fprintf(stderr, "[%s] engine started in %.2f s (host cache of the plan pinned)\n",
+                 label.c_str(), std::chrono::duration<double>(clock_type::now() - t_start).count());
   if (!e) {
     std::fprintf(stderr, "[%s] error: %s\n", label.c_str(), e.error().c_str());
     return r;
@@ -89,6 +99,7 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
       return r;
     }
   const auto rep = (*e)->report();
+  if (!rep.intake.trace.empty()) std::printf("[%s] %s\n", label.c_str(), rep.intake.trace.c_str());
   r.prefill_s = std::chrono::duration<double>(t_prefill - t0).count();
   r.decode_s = std::chrono::duration<double>(t1 - t_prefill).count();
   r.tokens_per_s = double(want) / (r.prefill_s + r.decode_s);
@@ -232,6 +243,9 @@ void add_bench_command(CLI::App& app, std::function<int()>& run) {
   c->add_option("--gen", o->gen, "generated tokens")->check(CLI::PositiveNumber);
   c->add_flag("--kv-only", o->kv_only, "also run with every cached token as K/V (FlexGen-style)");
   c->add_option("--prompt-seed", o->seed, "seed of the random prompts");
+  c->add_option("--trace-pass", o->eng.opts.trace_pass,
+                "print when each layer's weights, cache, rebuild and compute finished in this "
+                "pass (0 = the first prefill pass)");
   c->callback([o, &run] { run = [o] { return run_bench(*o); }; });
 }
 

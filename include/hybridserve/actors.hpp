@@ -119,7 +119,8 @@ recompute_actor spawn_recompute_engine(caf::actor_system& sys, backend* be,
                                        std::shared_ptr<const model> m);
 decoder_actor spawn_decoder(caf::actor_system& sys, backend* be, std::shared_ptr<const model> m,
                             loader_actor loader, recompute_actor recompute,
-                            accountant_actor accountant, head_weights head);
+                            accountant_actor accountant, head_weights head,
+                            int64_t trace_pass = -1);
 struct intake_options {
   int max_batch = 64;          // running sequences per pass
   int max_step_tokens = 2048;  // new tokens per pass (decodes first, then prefill chunks)

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,26 @@ struct attention_args {
   std::vector<const void*> k_blocks, v_blocks;  // device pointers, [block_size, n_kv, D] each
   int64_t n_head = 0, n_kv = 0, head_dim = 0, block_size = 0;
   float scale = 1.f;
+};
+
+/// Causal self-attention of fresh sequences: each one's whole context is its new rows (a prompt
+/// prefilled in one pass), so K and V are read straight from the projection output instead of
+/// the paged cache. Sequence s owns rows [row0[s], row0[s] + len[s]) of q, out ([rows, n_head,
+/// D] contiguous) and of k, v (rows `ld_kv` elements apart, [n_kv, D] each). On CUDA this runs
+/// on tensor cores (cuBLAS), which the paged kernel does not use.
+struct fresh_attention_args {
+  std::vector<int32_t> row0, len;  // [n_seq]
+  const void *k = nullptr, *v = nullptr;
+  int64_t ld_kv = 0;
+  int64_t n_head = 0, n_kv = 0, head_dim = 0;
+  float scale = 1.f;
+};
+
+/// One copy of a batch (any direction; see backend::copy_batch).
+struct copy_op {
+  void* dst;
+  const void* src;
+  std::size_t bytes;
 };
 
 /// Device-side copies of one layer's weights, all in the backend's element type, laid out in
@@ -82,12 +103,23 @@ class backend {
   virtual void on_done(const event_ref& e, std::function<void()> fn) = 0;
   /// Blocks until every stream is idle (shutdown and tests only).
   virtual void synchronize() = 0;
+  /// Diagnostics (bench --trace-pass): while on, record() makes events elapsed_ms can time.
+  virtual void set_timing(bool on) { (void)on; }
+  /// Milliseconds from event a to event b, both complete; NaN where the backend cannot tell.
+  virtual double elapsed_ms(const event_ref& a, const event_ref& b) const {
+    (void)a;
+    (void)b;
+    return std::numeric_limits<double>::quiet_NaN();
+  }
 
   // ---- transfers (enqueued on stream s)
   /// Host tensor (F16/BF16/F32) -> device buffer in elem type; `dst` holds t.numel() elems.
   virtual void upload_tensor(stream s, void* dst, const tensor_view& t) = 0;
   /// Raw byte copy in any direction (host <-> device, device <-> device).
   virtual void copy(stream s, void* dst, const void* src, std::size_t bytes) = 0;
+  /// Many independent copies, in stream order as a whole (no order among them): one API call
+  /// on CUDA (cudaMemcpyBatchAsync), so thousands of cache blocks cost no per-copy launch.
+  virtual void copy_batch(stream s, std::vector<copy_op> ops) = 0;
   /// Copies row i of `src` (rows `src_stride` bytes apart) to dst[i], `row_bytes` each.
   virtual void scatter_rows(stream s, const void* src, std::size_t src_stride,
                             std::size_t row_bytes, row_ptrs dst) = 0;
@@ -113,8 +145,11 @@ class backend {
   virtual void silu_mul(stream s, const void* gate, const void* up, void* out, int64_t n) = 0;
   /// x += y, [n].
   virtual void add(stream s, void* x, const void* y, int64_t n) = 0;
-  /// out[rows, n_head, D] = paged causal attention (see attention_args).
+  /// out[rows, n_head, D] = paged causal attention (see attention_args). Sequences with
+  /// ctx_len < 0 are skipped: their rows of `out` are left as they are.
   virtual void attention(stream s, const void* q, void* out, attention_args a) = 0;
+  /// out = causal attention of fresh sequences (see fresh_attention_args); other rows untouched.
+  virtual void attention_fresh(stream s, const void* q, void* out, fresh_attention_args a) = 0;
   /// The K/V rebuild: for activation rows act[M, H]: kv = norm(act) @ Wkv^T + bkv, RoPE on the
   /// K half at `positions`, then K row i -> k_dst[i], V row i -> v_dst[i]. `scratch` holds
   /// M * (H + 2 * kv_dim) elems.

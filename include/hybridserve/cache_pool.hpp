@@ -30,6 +30,10 @@ struct cache_usage {
 };
 
 /// Block storage and per-sequence block tables. Not thread-safe: one actor owns it.
+/// Freed blocks are kept for reuse (per form and tier) instead of being returned: pinning host
+/// memory runs at a few GB/s and cudaFreeHost/cudaFree synchronise the device, so neither may
+/// happen per pass. Spare memory still counts against the device cap and the host budget; a
+/// spare of the other form is returned when a new block needs its room.
 class cache_pool {
  public:
   cache_pool(backend& be, const model_config& cfg, int block_size);
@@ -53,6 +57,11 @@ class cache_pool {
   /// Marks `tokens` more tokens of `seq` written (after the step that wrote them).
   void commit(int64_t seq, int64_t tokens);
   void release(int64_t seq);
+  /// Allocates up to `n` spare blocks of `form` on `tier` ahead of use (engine start: the host
+  /// tier of the first plan is pinned before the first request instead of during it), within
+  /// the cap/budget. Returns how many were made.
+  int64_t prewarm(cache_form form, cache_tier tier, int64_t n);
+  int64_t spare_bytes(cache_tier tier) const { return spare_bytes_[int(tier)]; }
   bool has(int64_t seq) const { return seqs_.count(seq) != 0; }
   int64_t length(int64_t seq) const;
   const std::vector<int32_t>& blocks_of(int64_t seq) const;
@@ -67,6 +76,11 @@ class cache_pool {
  private:
   int32_t new_block(cache_form form, int32_t first_pos);
   void free_block(int32_t id);
+  // Storage of one block: a spare when there is one, else fresh memory within the limit
+  // (spares of the other form are returned to make room). Null when the tier is full.
+  char* take(cache_form form, cache_tier tier, std::shared_ptr<void>& host);
+  void give_back(cache_form form, cache_tier tier, char* data, std::shared_ptr<void> host);
+  void drop_spare(cache_form form, cache_tier tier);
 
   backend& be_;
   model_config cfg_;
@@ -76,6 +90,12 @@ class cache_pool {
   std::vector<cache_block> blocks_;
   std::vector<int32_t> free_ids_;
   std::vector<std::shared_ptr<void>> host_mem_;  // index = block id (host tier)
+  struct spare {
+    char* data;
+    std::shared_ptr<void> host;  // owner of host-tier memory
+  };
+  std::vector<spare> spares_[2][2];  // [form][tier]
+  int64_t spare_bytes_[2] = {};      // [tier]
   struct seq_entry {
     std::vector<int32_t> blocks;
     int64_t length = 0;    // committed tokens

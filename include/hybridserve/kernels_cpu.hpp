@@ -53,6 +53,7 @@ void attention_cpu(const float* q, const float* k, const float* v, float* out, i
 ///            which are the LAST (q_start[s+1] - q_start[s]) tokens of its ctx_len[s] tokens
 ///            (their K/V are already written into the blocks).
 ///   ctx_len: [n_seq]; blk_start: [n_seq] (sequence s uses ceil(ctx_len[s] / block_size) blocks).
+///            ctx_len[s] < 0 skips sequence s: its rows of `out` are not written.
 void attention_paged_cpu(const float* q, float* out, const int32_t* q_start, const int32_t* ctx_len,
                          const int32_t* blk_start, const float* const* k_blocks,
                          const float* const* v_blocks, int64_t n_seq, int64_t n_head, int64_t n_kv,

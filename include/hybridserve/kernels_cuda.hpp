@@ -67,10 +67,25 @@ void rope_strided(__half* x, int64_t ld, const int32_t* pos, int64_t M, int64_t 
 ///   k_blocks, v_blocks: device arrays of device pointers; block b of sequence s is
 ///             k_blocks[blk_start[s] + b], token-major [block_size, n_kv, D], 16-byte aligned.
 /// D in {32, 64, 128, 256}; n_head % n_kv == 0; any block_size >= 1. Prefill and decode alike.
+/// ctx_len[s] < 0 skips sequence s (its rows of out are not written).
 void attention_paged(const __half* q, __half* out, const int32_t* q_start, const int32_t* ctx_len,
                      const int32_t* blk_start, const __half* const* k_blocks,
                      const __half* const* v_blocks, int64_t n_seq, int64_t n_rows, int64_t n_head,
                      int64_t n_kv, int64_t D, int64_t block_size, float scale, cudaStream_t stream);
+
+// ---- fresh-prompt attention on tensor cores (attention_fresh.cu)
+/// Causal GQA attention of one sequence whose whole context is its n rows (cpu::attention_cpu
+/// with Tq == Tk): q: [n, ldq] with head h at column h * D; k, v: [n, ld_kv] with kv head g at
+/// column g * D; out: [n, ldo]. `scratch` (16-byte aligned device memory) holds 8 bytes per
+/// score (fp32 logit, fp16 hi and lo parts of its probability), at least n_head * n of them; query
+/// rows go in tiles of what fits. Enqueued on the handle's stream (`stream` must be the same), host
+/// pointer mode.
+void attention_fresh(cublasHandle_t handle, const __half* q, int64_t ldq, const __half* k,
+                     const __half* v, int64_t ld_kv, __half* out, int64_t ldo, int64_t n,
+                     int64_t n_head, int64_t n_kv, int64_t D, float scale, void* scratch,
+                     std::size_t scratch_bytes, cudaStream_t stream);
+/// Scratch bytes that let attention_fresh do up to 1024 query rows per tile.
+std::size_t attention_fresh_scratch_bytes(int64_t n, int64_t n_head);
 
 // ---- linear (linear.cu)
 /// y[M, N] = x[M, K] @ w[N, K]^T (fp16 in/out, fp32 compute) on the caller's handle, which

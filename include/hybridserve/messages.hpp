@@ -31,6 +31,7 @@ struct step_outcome {
   double seconds = 0;
   int64_t new_tokens = 0, rebuilt_rows = 0;
   std::size_t h2d_bytes = 0, d2h_bytes = 0;
+  std::string trace;  // per-layer timeline of this pass (engine_options::trace_pass)
 };
 
 struct admit_reply {
@@ -94,6 +95,7 @@ struct intake_stats {
   int64_t h2d_cache_bytes = 0;  // host-tier cache streamed to the device, all passes
   int64_t d2h_bytes = 0;        // new cache rows written to the host tier, all passes
   bool draining = false;
+  std::string trace;  // the traced pass's timeline, when one was asked for
 };
 
 }  // namespace hs

@@ -105,6 +105,11 @@ class step_pipeline {
   int64_t rebuilt_rows() const { return act_rows_total_; }
   std::size_t host_to_device_bytes() const { return h2d_bytes_; }
   std::size_t device_to_host_bytes() const { return d2h_bytes_; }
+  /// Diagnostics: keep per-layer events (the backend must have timing on before begin()) and,
+  /// once the pass is complete, tabulate when each layer's weights, host cache, rebuild and
+  /// compute finished, in ms since the pass began.
+  void enable_trace() { trace_ = true; }
+  std::string trace_table() const;
 
  private:
   // Where each block is read from during attention; the same for every layer of the pass.
@@ -136,6 +141,9 @@ class step_pipeline {
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;
   std::vector<float> logits_;
   std::size_t h2d_bytes_ = 0, d2h_bytes_ = 0;
+  bool trace_ = false;
+  event_ref t0_;
+  std::vector<event_ref> weights_ready_, rebuilt_;  // per layer (trace only)
 };
 
 }  // namespace hs

@@ -14,6 +14,7 @@ void attention_paged_cpu(const float* q, float* out, const int32_t* q_start, con
   const int64_t group = n_head / n_kv;
   std::vector<double> score;
   for (int64_t s = 0; s < n_seq; ++s) {
+    if (ctx_len[s] < 0) continue;  // written by another op (fresh prefill)
     const int64_t nq = q_start[s + 1] - q_start[s];
     const int64_t past = ctx_len[s] - nq;  // query t sits at position past + t
     const float* const* kb = k_blocks + blk_start[s];

@@ -158,6 +158,12 @@ class cpu_backend final : public backend {
   void copy(stream s, void* dst, const void* src, std::size_t bytes) override {
     enqueue(s, [=] { std::memcpy(dst, src, bytes); });
   }
+  void copy_batch(stream s, std::vector<copy_op> ops) override {
+    if (ops.empty()) return;
+    enqueue(s, [ops = std::move(ops)] {
+      for (const auto& o : ops) std::memcpy(o.dst, o.src, o.bytes);
+    });
+  }
   void scatter_rows(stream s, const void* src, std::size_t src_stride, std::size_t row_bytes,
                     row_ptrs dst) override {
     enqueue(s, [src, src_stride, row_bytes, dst = std::move(dst)] {
@@ -225,6 +231,26 @@ class cpu_backend final : public backend {
       cpu::attention_paged_cpu(F(q), F(out), a.q_start.data(), a.ctx_len.data(), a.blk_start.data(),
                                kb.data(), vb.data(), int64_t(a.ctx_len.size()), a.n_head, a.n_kv,
                                a.head_dim, a.block_size, a.scale);
+    });
+  }
+  // Gathers each sequence's q, k, v into token-major [n, heads, D] and runs the reference.
+  void attention_fresh(stream s, const void* q, void* out, fresh_attention_args a) override {
+    if (a.row0.size() != a.len.size())
+      throw error("attention_fresh: row0 and len disagree in size");
+    enqueue(s, [q, out, a = std::move(a)] {
+      const int64_t QW = a.n_head * a.head_dim, KW = a.n_kv * a.head_dim;
+      std::vector<float> k, v;
+      for (std::size_t i = 0; i < a.row0.size(); ++i) {
+        const int64_t r0 = a.row0[i], n = a.len[i];
+        k.resize(std::size_t(n * KW));
+        v.resize(k.size());
+        for (int64_t t = 0; t < n; ++t) {
+          std::memcpy(&k[std::size_t(t * KW)], F(a.k) + (r0 + t) * a.ld_kv, std::size_t(KW) * 4);
+          std::memcpy(&v[std::size_t(t * KW)], F(a.v) + (r0 + t) * a.ld_kv, std::size_t(KW) * 4);
+        }
+        cpu::attention_cpu(F(q) + r0 * QW, k.data(), v.data(), F(out) + r0 * QW, n, n, a.n_head,
+                           a.n_kv, a.head_dim, a.scale);
+      }
     });
   }
   void kv_rebuild(stream s, const model_config& cfg, const device_layer& w, const void* act,

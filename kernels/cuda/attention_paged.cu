@@ -38,6 +38,7 @@ __global__ void __launch_bounds__(128)
       hi = mid - 1;
   }
   const int s = lo;
+  if (ctx_len[s] < 0) return;  // written by another op (attention_fresh); warp-uniform
   const int nq = q_start[s + 1] - q_start[s];
   const int n_keys = ctx_len[s] - nq + (row - q_start[s]) + 1;  // causal: keys 0 .. own position
   const int g = h / (n_head / n_kv);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -148,7 +149,7 @@ class cuda_backend final : public backend {
   event_ref record(stream s) override {
     cuda::stream_lane& L = lane_of(s);
     cudaEvent_t e;
-    HS_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    HS_CUDA_TRY(cudaEventCreateWithFlags(&e, timing_ ? cudaEventDefault : cudaEventDisableTiming));
     auto ev = std::make_shared<cuda_event>(e, int(s));  // owns e from here on
     std::lock_guard<std::mutex> lk(L.m);
     HS_CUDA_TRY(cudaEventRecord(e, L.s));
@@ -160,6 +161,17 @@ class cuda_backend final : public backend {
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
     HS_CUDA_TRY(cudaStreamWaitEvent(L.s, ce.get(), 0));
+  }
+  void set_timing(bool on) override { timing_ = on; }
+  double elapsed_ms(const event_ref& a, const event_ref& b) const override {
+    const auto* x = a ? dynamic_cast<const cuda_event*>(a.get()) : nullptr;
+    const auto* y = b ? dynamic_cast<const cuda_event*>(b.get()) : nullptr;
+    float ms = 0;
+    if (!x || !y || cudaEventElapsedTime(&ms, x->get(), y->get()) != cudaSuccess) {
+      (void)cudaGetLastError();  // untimed event or not complete: not measurable
+      return std::numeric_limits<double>::quiet_NaN();
+    }
+    return double(ms);
   }
   // One callback stream per source stream: events of one stream complete in order, so a
   // callback never waits behind one whose event completes later.
@@ -199,6 +211,37 @@ class cuda_backend final : public backend {
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
     HS_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, L.s));
+  }
+  // One driver call for the whole batch (CUDA 12.8+); where the driver refuses batches, one
+  // cudaMemcpyAsync each.
+  void copy_batch(stream s, std::vector<copy_op> ops) override {
+    ops.erase(std::remove_if(ops.begin(), ops.end(), [](const copy_op& o) { return o.bytes == 0; }),
+              ops.end());
+    if (ops.empty()) return;
+    cuda::stream_lane& L = lane_of(s);
+    std::lock_guard<std::mutex> lk(L.m);
+    if (ops.size() > 1 && batch_copies_ok_) {
+      std::vector<void*> dst(ops.size());
+      std::vector<const void*> src(ops.size());
+      std::vector<std::size_t> bytes(ops.size());
+      for (std::size_t i = 0; i < ops.size(); ++i) {
+        dst[i] = ops[i].dst;
+        src[i] = ops[i].src;
+        bytes[i] = ops[i].bytes;
+      }
+      cudaMemcpyAttributes attr{};
+      attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+      attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+      std::size_t idx = 0;
+      const cudaError_t e = cudaMemcpyBatchAsync(dst.data(), src.data(), bytes.data(), ops.size(),
+                                                 &attr, &idx, 1, L.s);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotSupported && e != cudaErrorInvalidValue) HS_CUDA_TRY(e);
+      (void)cudaGetLastError();
+      batch_copies_ok_ = false;  // this driver: fall back for good
+    }
+    for (const auto& o : ops)
+      HS_CUDA_TRY(cudaMemcpyAsync(o.dst, o.src, o.bytes, cudaMemcpyDefault, L.s));
   }
   void scatter_rows(stream s, const void* src, std::size_t src_stride, std::size_t row_bytes,
                     row_ptrs dst) override {
@@ -306,6 +349,37 @@ class cuda_backend final : public backend {
         reinterpret_cast<const int32_t*>(d[1]), reinterpret_cast<const int32_t*>(d[2]),
         reinterpret_cast<const __half* const*>(d[3]), reinterpret_cast<const __half* const*>(d[4]),
         int64_t(n_seq), n_rows, a.n_head, a.n_kv, a.head_dim, a.block_size, a.scale, L.s);
+  }
+  void attention_fresh(stream s, const void* q, void* out, fresh_attention_args a) override {
+    if (a.row0.size() != a.len.size())
+      throw error("attention_fresh: row0 and len disagree in size");
+    if (a.row0.empty()) return;
+    const int64_t QW = a.n_head * a.head_dim;
+    int64_t longest = 0;
+    for (auto n : a.len) longest = std::max<int64_t>(longest, n);
+    cuda::stream_lane& L = lane_of(s);
+    std::lock_guard<std::mutex> lk(L.m);
+    cublasHandle_t handle = L.blas();
+    // Scores scratch, counted in the budget: enough for 1024-row tiles, capped at 384 MiB
+    // (longer prompts take smaller tiles), never below one query row of every head.
+    const std::size_t want = std::max<std::size_t>(
+        std::min<std::size_t>(cuda::attention_fresh_scratch_bytes(longest, a.n_head),
+                              std::size_t(384) << 20),
+        std::size_t(a.n_head * longest) * 8);
+    auto& sc = fresh_scratch_[int(s)];
+    if (sc.bytes < want) {
+      if (sc.p) device_free(sc.p);  // cudaFree waits for the kernels still reading it
+      sc.p = nullptr;
+      sc.bytes = 0;
+      sc.p = device_alloc(want, "prefill attention scores");
+      sc.bytes = want;
+    }
+    for (std::size_t i = 0; i < a.row0.size(); ++i) {
+      const int64_t r0 = a.row0[i];
+      cuda::attention_fresh(handle, H(q) + r0 * QW, QW, H(a.k) + r0 * a.ld_kv,
+                            H(a.v) + r0 * a.ld_kv, a.ld_kv, H(out) + r0 * QW, QW, a.len[i],
+                            a.n_head, a.n_kv, a.head_dim, a.scale, sc.p, sc.bytes, L.s);
+    }
   }
   void kv_rebuild(stream s, const model_config& cfg, const device_layer& w, const void* act,
                   int64_t M, std::vector<int32_t> positions, row_ptrs k_dst, row_ptrs v_dst,
@@ -505,6 +579,10 @@ class cuda_backend final : public backend {
   }
 
   void release() noexcept {
+    for (auto& sc : fresh_scratch_) {
+      if (sc.p) device_free(sc.p);
+      sc = {};
+    }
     for (auto& [key, t] : tables_) {
       (void)cudaEventDestroy(t.ready);
       device_free(t.dev);
@@ -532,6 +610,14 @@ class cuda_backend final : public backend {
   std::unordered_map<const void*, host_copy> pinned_;
   std::vector<cuda::pinned_ptr> retired_;
   std::unordered_map<const void*, device_table> tables_;
+  struct scratch {
+    void* p = nullptr;
+    std::size_t bytes = 0;
+  };
+  scratch fresh_scratch_[k_stream_count];  // attention_fresh scores, per stream (lane lock)
+  std::atomic<bool> batch_copies_ok_{true};
+  std::atomic<bool> timing_{false};  // record() makes timing events (diagnostics)  //
+                                     // cudaMemcpyBatchAsync accepted by the driver
   std::atomic<std::size_t> pinned_copies_{0}, pinned_copy_bytes_{0}, ring_waits_{0};
 };
 
