@@ -28,11 +28,8 @@ event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_jo
   be.wait(s, job.cache_loaded);
   if (job.M > 0) {
     const std::size_t row = std::size_t(cfg.hidden) * std::size_t(be.elem_bytes());
-    std::vector<copy_op> stage;  // one batch: a block slice each, thousands per layer
-    for (const auto& d : job.device_act)
-      stage.push_back({static_cast<char*>(job.act_rows) + std::size_t(d.dst_row) * row, d.src,
-                       std::size_t(d.rows) * row});
-    be.copy_batch(s, std::move(stage));
+    // A kernel, not the copy engines: those are busy with the host-to-device link.
+    be.gather_rows(s, job.device_act, row, job.act_rows);
     // In chunks, so the scratch (normed rows + their K|V) stays small whatever the batch.
     for (int64_t r0 = 0; r0 < job.M; r0 += k_rebuild_chunk_rows) {
       const int64_t n = std::min(k_rebuild_chunk_rows, job.M - r0);
@@ -68,13 +65,23 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
         r.kind = b.tier == cache_tier::device ? route::kv_device : route::kv_host;
       } else {
         r.kind = route::act;
-        r.act_row = act_rows_total_;
+        if (b.tier == cache_tier::device) device_act_rows_ += r.past;
         act_rows_total_ += r.past;
       }
       if (r.kind != route::kv_device) r.slot = n_slots_++;
       routes_[i].push_back(r);
     }
   }
+  // Staging rows: device-tier act rows first (one gather), then host-tier ones.
+  int64_t next_dev = 0, next_host = device_act_rows_;
+  for (std::size_t i = 0; i < routes_.size(); ++i)
+    for (std::size_t b = 0; b < routes_[i].size(); ++b) {
+      auto& r = routes_[i][b];
+      if (r.kind != route::act) continue;
+      int64_t& next = layout_.blocks[i][b].tier == cache_tier::device ? next_dev : next_host;
+      r.act_row = next;
+      next += r.past;
+    }
   done_.resize(std::size_t(model_->config.n_layer));
   loaded_.resize(done_.size());
 }
@@ -140,6 +147,9 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
   job.act_rows = ws_act_[set];
   job.scratch = ws_scratch_[set];
   job.M = act_rows_total_;
+  job.positions.resize(std::size_t(act_rows_total_));
+  job.k_dst.resize(job.positions.size());
+  job.v_dst.resize(job.positions.size());
 
   // Host-tier blocks travel on the h2d stream once the set's previous reader is done, as one
   // batch of copies (a block slice is block_size rows: thousands per layer).
@@ -162,12 +172,14 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
                            std::size_t(rt.past) * act_row});
           h2d_bytes_ += std::size_t(rt.past) * act_row;
         } else {
-          job.device_act.push_back({a, rt.act_row, rt.past});
+          for (int64_t t = 0; t < rt.past; ++t)
+            job.device_act.push_back(a + std::size_t(t) * act_row);
         }
         for (int64_t t = 0; t < rt.past; ++t) {
-          job.positions.push_back(blk.first_pos + int32_t(t));
-          job.k_dst.push_back(slot_ptr(set, rt.slot) + std::size_t(t) * kv_row);
-          job.v_dst.push_back(slot_ptr(set, rt.slot) + half + std::size_t(t) * kv_row);
+          const auto at = std::size_t(rt.act_row + t);
+          job.positions[at] = blk.first_pos + int32_t(t);
+          job.k_dst[at] = slot_ptr(set, rt.slot) + std::size_t(t) * kv_row;
+          job.v_dst[at] = slot_ptr(set, rt.slot) + half + std::size_t(t) * kv_row;
         }
       }
     }

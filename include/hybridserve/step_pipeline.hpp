@@ -52,12 +52,9 @@ struct rebuild_job {
   event_ref kv_ready;      // Wk|Wv and the norm are on the device
   event_ref cache_loaded;  // host-tier act rows are staged in act_rows
   event_ref set_free;      // the workspace set is no longer read (layer j - 2 computed)
-  // Device-tier act rows to copy into act_rows first: (src, dst offset in rows, rows).
-  struct device_rows {
-    const void* src;
-    int64_t dst_row, rows;
-  };
-  std::vector<device_rows> device_act;
+  // Device-tier act rows, gathered (one kernel) into staging rows 0 .. size-1 first; the
+  // host-tier rows follow them, already copied there by load_cache.
+  std::vector<const void*> device_act;
   void* act_rows = nullptr;  // [M, hidden] staging of every act row to rebuild
   int64_t M = 0;
   std::vector<int32_t> positions;  // [M]
@@ -136,6 +133,7 @@ class step_pipeline {
   std::vector<std::vector<block_route>> routes_;  // per item, per block (constructor)
   int64_t n_slots_ = 0;                           // workspace block slots per set
   int64_t act_rows_total_ = 0;                    // act rows rebuilt per layer
+  int64_t device_act_rows_ = 0;                   // of which read from device-tier blocks
   std::vector<event_ref> done_;                   // per layer
   std::vector<event_ref> loaded_;
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;

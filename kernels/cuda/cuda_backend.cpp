@@ -23,12 +23,6 @@
 #include "stream_lane.hpp"
 
 namespace hs {
-namespace cuda {
-// copy_rows.cu: rows between a strided buffer and per-row pointer arrays (device arrays).
-void copy_rows(const void* src, std::size_t src_stride, const void* const* src_ptrs, void* dst,
-               std::size_t dst_stride, void* const* dst_ptrs, int64_t rows, std::size_t row_bytes,
-               int align, cudaStream_t stream);
-}  // namespace cuda
 
 namespace {
 

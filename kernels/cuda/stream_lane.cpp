@@ -13,6 +13,7 @@ namespace hs::cuda {
 namespace {
 constexpr std::size_t k_ring_bytes = std::size_t(64) << 20;  // pinned argument ring per stream
 constexpr std::size_t k_min_args_bytes = std::size_t(1) << 20;
+constexpr std::size_t k_stage_row = 1024;  // bytes per block of the argument copy kernel
 
 std::size_t align_up(std::size_t n, std::size_t a) {
   return (n + a - 1) / a * a;
@@ -79,7 +80,7 @@ void stream_lane::ensure_pinned(pinned_ptr& p, std::size_t& cap, std::size_t nee
 std::vector<char*> stream_lane::stage(std::initializer_list<arg> parts) {
   std::size_t total = 0;
   for (const auto& p : parts) total = align_up(total, 16) + p.bytes;
-  total = align_up(std::max<std::size_t>(total, 16), 16);
+  total = align_up(std::max<std::size_t>(total, 16), k_stage_row);  // whole copy-kernel rows
   ensure_device(args_, args_cap_, std::max(total, k_min_args_bytes), "kernel arguments");
   const std::size_t off = ring_alloc(total);
   char* h = ring_.get() + off;
@@ -91,7 +92,8 @@ std::vector<char*> stream_lane::stage(std::initializer_list<arg> parts) {
     out.push_back(args_.get() + at);
     at += p.bytes;
   }
-  HS_CUDA_TRY(cudaMemcpyAsync(args_.get(), h, total, cudaMemcpyHostToDevice, s));
+  copy_rows(h, k_stage_row, nullptr, args_.get(), k_stage_row, nullptr,
+            int64_t(total / k_stage_row), k_stage_row, 16, s);
   cudaEvent_t ev;
   if (!spare_.empty()) {
     ev = spare_.back();
@@ -114,7 +116,7 @@ std::size_t stream_lane::ring_alloc(std::size_t n) {
     ring_.reset();
     ring_cap_ = 0;
     const std::size_t cap = std::max(k_ring_bytes, align_up(2 * n, std::size_t(1) << 20));
-    ring_ = pinned_alloc(cap);
+    ring_ = pinned_alloc(cap, cudaHostAllocPortable | cudaHostAllocMapped);  // kernel-readable
     ring_cap_ = cap;
     head_ = 0;
   }

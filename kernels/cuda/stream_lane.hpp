@@ -2,11 +2,14 @@
 // one CUDA stream carries -- its cuBLAS handle, its kernel-argument staging, its scratch.
 //
 // Argument staging: host-side kernel arguments (ids, positions, pointer arrays) are packed into
-// a ring of pinned memory and copied with one cudaMemcpyAsync into a device buffer on the same
-// stream, where the kernel reads them. The device buffer is reused from offset 0 by every op:
-// its next writer is a copy on the same stream, so stream order keeps it safe. A ring region
-// is reused only once the event recorded behind its copy has completed; the host blocks only
-// when the ring wraps onto a copy still in flight (rare at 64 MiB per stream).
+// a ring of mapped pinned memory and moved by a small copy kernel (reading the ring over PCIe)
+// into a device buffer on the same stream, where the kernel reads them. Not cudaMemcpyAsync:
+// a copy engine runs the host-to-device copies of every stream in turn, so a few KB of
+// arguments would wait behind the weight upload in flight (~12 ms for an OPT-13B layer) and
+// stall compute for it, several times a layer. The device buffer is reused from offset 0 by every
+// op: its next writer is a copy on the same stream, so stream order keeps it safe. A ring region is
+// reused only once the event recorded behind its copy has completed; the host blocks only when the
+// ring wraps onto a copy still in flight (rare at 64 MiB per stream).
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -38,6 +41,11 @@ using dev_ptr = std::unique_ptr<char, dev_free>;
 pinned_ptr pinned_alloc(std::size_t bytes, unsigned flags = cudaHostAllocPortable);
 /// Device memory outside the backend's budget (scratch); throws hs::error naming `what`.
 dev_ptr raw_device_alloc(std::size_t bytes, const char* what);
+
+// copy_rows.cu: rows between a strided buffer and per-row pointer arrays (device arrays).
+void copy_rows(const void* src, std::size_t src_stride, const void* const* src_ptrs, void* dst,
+               std::size_t dst_stride, void* const* dst_ptrs, int64_t rows, std::size_t row_bytes,
+               int align, cudaStream_t stream);
 
 /// One part of a staged argument block.
 struct arg {

@@ -14,11 +14,12 @@ namespace {
 // q: [n, n_head*D] (ldq = n_head*D); k|v interleaved per row as the fused projection writes
 // them ([n, 2*n_kv*D], ld_kv = 2*n_kv*D); out: [n, n_head*D]. `scores`: how many scores the scratch
 // holds, 0 = the default.
-void run_case(int64_t n, int64_t D, int64_t ratio, std::size_t scores, std::mt19937& rng) {
+void run_case(int64_t n, int64_t D, int64_t ratio, std::size_t scores, std::mt19937& rng,
+              float spread = 2.f) {
   const int64_t n_kv = 2, n_head = n_kv * ratio, QW = n_head * D, KW = n_kv * D;
   const float scale = 1.f / std::sqrt(float(D));
-  const auto q = gt::rand16(std::size_t(n * QW), rng, -2.f, 2.f);
-  const auto kv = gt::rand16(std::size_t(n * 2 * KW), rng, -2.f, 2.f);
+  const auto q = gt::rand16(std::size_t(n * QW), rng, -spread, spread);
+  const auto kv = gt::rand16(std::size_t(n * 2 * KW), rng, -spread, spread);
   std::vector<float> k(std::size_t(n * KW)), v(k.size());
   for (int64_t t = 0; t < n; ++t)
     for (int64_t e = 0; e < KW; ++e) {
@@ -53,6 +54,15 @@ TEST_CASE("fresh attention: token counts x head dims x GQA ratios", "[gpu]") {
   for (int64_t n : gt::token_counts())
     for (int64_t D : {64, 128})
       for (int64_t ratio : {1, 4, 8}) run_case(n, D, ratio, 0, rng);
+}
+
+TEST_CASE("fresh attention: small head dims and sharp softmax (scores in the hundreds)", "[gpu]") {
+  std::mt19937 rng(23);
+  for (int64_t D : {16, 32})
+    for (int64_t n : {7, 19, 100}) {
+      run_case(n, D, 2, 0, rng);
+      run_case(n, D, 2, 0, rng, 8.f);
+    }
 }
 
 TEST_CASE("fresh attention: query tiles when the scratch is small", "[gpu]") {
