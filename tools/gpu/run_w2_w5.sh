@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# On a GPU host: build (if needed) and run BENCH.md's W2-W5 one after another, each under its own
+# time limit, logs in $OUT (or ./gpu-out); prints each run's table rows as it finishes.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+out="${OUT:-$PWD/gpu-out}"
+mkdir -p "$out"
+if [ -f .gpukit/unpack.sh ]; then source .gpukit/unpack.sh >"$out/kit.log" 2>&1; fi
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="${KIT:-/usr}/usr" \
+  ${KIT_CMAKE_ARGS:-} -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/configure.log" 2>&1 || exit 1
+cmake --build build-gpu -j16 --target hybridserve >"$out/build.log" 2>&1 || exit 1
+run() {  # name, seconds, args...
+  local name=$1 limit=$2; shift 2
+  echo "== $name: hybridserve bench --backend cuda $*"
+  local t=""
+  [ -x /usr/bin/time ] && t="/usr/bin/time -f peak-host-rss-KiB=%M"
+  timeout "$limit" $t build-gpu/hybridserve bench --backend cuda "$@" >"$out/bench-$name.txt" 2>"$out/bench-$name.err"
+  echo "rc $?"; grep -h peak-host-rss "$out/bench-$name.err"; grep -E "^(hybrid|kv-only)" "$out/bench-$name.txt"; grep -E "^why" "$out/bench-$name.txt" | cut -c1-400
+}
+run W5 150 --shape llama-3-8b --batch 128 --prompt 512 --gen 32 --device-budget 16GiB
+run W4 150 --shape llama-2-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB
+run W3 200 --shape opt-30b --batch 32 --prompt 512 --gen 32 --device-budget 24GiB
+run W2 200 --shape opt-13b --batch 128 --prompt 512 --gen 128 --device-budget 24GiB
