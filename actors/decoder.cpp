@@ -2,6 +2,7 @@
 // the weights, stages host-tier cache, hands activation blocks to the recompute engine and
 // enqueues attention and FFN once both answered; then samples. It never waits on the device:
 // completion of the pass comes back as a message from a backend callback.
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -17,7 +18,10 @@ struct decoder_state {
   recompute_actor recompute;
   accountant_actor accountant;
   head_weights head;
-  int64_t trace_pass = -1;
+  std::vector<int64_t> trace_passes;
+  bool traced(int64_t step) const {
+    return std::find(trace_passes.begin(), trace_passes.end(), step) != trace_passes.end();
+  }
   std::map<int64_t, sampler> samplers;  // per sequence: seeded generators persist across passes
   // The pass in flight.
   std::unique_ptr<buffer_pool> pool;  // the passes' buffers, kept from pass to pass
@@ -116,8 +120,8 @@ void start_step(decoder_ptr self, step_layout layout) {
   try {
     if (!st.pool) st.pool = std::make_unique<buffer_pool>(*st.be);
     st.pipe = std::make_unique<step_pipeline>(*st.be, *st.pool, st.m, std::move(layout));
-    st.be->set_timing(st.items.step == st.trace_pass);
-    if (st.items.step == st.trace_pass) st.pipe->enable_trace();
+    st.be->set_timing(st.traced(st.items.step));
+    if (st.traced(st.items.step)) st.pipe->enable_trace();
     st.pipe->begin(st.head.norm_w, st.head.norm_b, st.head.head);
   } catch (const std::exception& e) {
     return fail_step(self, e.what());
@@ -143,9 +147,9 @@ void start_step(decoder_ptr self, step_layout layout) {
 decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_ptr<const model> m,
                                      loader_actor loader, recompute_actor recompute,
                                      accountant_actor accountant, head_weights head,
-                                     int64_t trace_pass) {
+                                     std::vector<int64_t> trace_passes) {
   auto& st = self->state;
-  st.trace_pass = trace_pass;
+  st.trace_passes = std::move(trace_passes);
   st.be = be;
   st.m = std::move(m);
   st.loader = loader;
@@ -201,7 +205,7 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
         o.h2d_bytes = s.pipe->host_to_device_bytes();
         o.d2h_bytes = s.pipe->device_to_host_bytes();
         o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t0).count();
-        if (step == s.trace_pass) {
+        if (s.traced(step)) {
           o.trace = s.pipe->trace_table();
           s.be->set_timing(false);
         }
@@ -218,8 +222,10 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
 
 decoder_actor spawn_decoder(caf::actor_system& sys, backend* be, std::shared_ptr<const model> m,
                             loader_actor loader, recompute_actor recompute,
-                            accountant_actor accountant, head_weights head, int64_t trace_pass) {
-  return sys.spawn(decoder, be, std::move(m), loader, recompute, accountant, head, trace_pass);
+                            accountant_actor accountant, head_weights head,
+                            std::vector<int64_t> trace_passes) {
+  return sys.spawn(decoder, be, std::move(m), loader, recompute, accountant, head,
+                   std::move(trace_passes));
 }
 
 }  // namespace hs

@@ -152,7 +152,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     p->loader = spawn_layer_loader(sys, p->be.get(), p->weights);
     p->recompute = spawn_recompute_engine(sys, p->be.get(), m);
     p->decoder = spawn_decoder(sys, p->be.get(), m, p->loader, p->recompute, p->accountant, p->head,
-                               o.trace_pass);
+                               o.trace_passes);
     intake_options io;
     io.max_batch = o.max_batch;
     io.max_step_tokens = o.max_step_tokens;

@@ -83,7 +83,7 @@ void on_step_done(intake_ptr self, const step_outcome& o) {
   st.busy_s += o.seconds;
   st.stats.h2d_cache_bytes += int64_t(o.h2d_bytes);
   st.stats.d2h_bytes += int64_t(o.d2h_bytes);
-  if (!o.trace.empty()) st.stats.trace = o.trace;
+  if (!o.trace.empty()) st.stats.trace += o.trace;
   const auto now = clock_type::now();
   for (std::size_t i = 0; i < o.seqs.size(); ++i) {
     auto it = st.live.find(o.seqs[i]);

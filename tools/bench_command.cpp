@@ -243,9 +243,9 @@ void add_bench_command(CLI::App& app, std::function<int()>& run) {
   c->add_option("--gen", o->gen, "generated tokens")->check(CLI::PositiveNumber);
   c->add_flag("--kv-only", o->kv_only, "also run with every cached token as K/V (FlexGen-style)");
   c->add_option("--prompt-seed", o->seed, "seed of the random prompts");
-  c->add_option("--trace-pass", o->eng.opts.trace_pass,
+  c->add_option("--trace-pass", o->eng.opts.trace_passes,
                 "print when each layer's weights, cache, rebuild and compute finished in this "
-                "pass (0 = the first prefill pass)");
+                "pass (0 = the first prefill pass; repeat for several)");
   c->callback([o, &run] { run = [o] { return run_bench(*o); }; });
 }
 

@@ -120,7 +120,7 @@ recompute_actor spawn_recompute_engine(caf::actor_system& sys, backend* be,
 decoder_actor spawn_decoder(caf::actor_system& sys, backend* be, std::shared_ptr<const model> m,
                             loader_actor loader, recompute_actor recompute,
                             accountant_actor accountant, head_weights head,
-                            int64_t trace_pass = -1);
+                            std::vector<int64_t> trace_passes = {});
 struct intake_options {
   int max_batch = 64;          // running sequences per pass
   int max_step_tokens = 2048;  // new tokens per pass (decodes first, then prefill chunks)

@@ -29,8 +29,8 @@ struct engine_options {
   int64_t batch_hint = 8, context_hint = 256;  // workload the first plan assumes
   int scheduler_threads = 0;                   // CAF workers; 0 = CAF's default
   bool network = false;                        // load CAF's middleman (TCP front ends)
-  int64_t trace_pass =
-      -1;  // diagnostics: time the layers of this pass (engine_report.intake.trace)
+  std::vector<int64_t> trace_passes;           // diagnostics: time the layers of these passes
+                                               // (engine_report.intake.trace)
 };
 
 /// Everything the admin console and metrics show.

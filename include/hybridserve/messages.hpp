@@ -31,7 +31,7 @@ struct step_outcome {
   double seconds = 0;
   int64_t new_tokens = 0, rebuilt_rows = 0;
   std::size_t h2d_bytes = 0, d2h_bytes = 0;
-  std::string trace;  // per-layer timeline of this pass (engine_options::trace_pass)
+  std::string trace;  // per-layer timeline of this pass (engine_options::trace_passes)
 };
 
 struct admit_reply {

@@ -56,7 +56,7 @@ case "$what" in
     fi ;;
   smoke) bench smoke --shape opt-6.7b --batch 32 --prompt 128 --gen 8 --device-budget 8GiB --kv-only ;;
   bench|all)
-    bench W1 --shape opt-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB --kv-only --trace-pass 20
+    bench W1 --shape opt-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB --kv-only --trace-pass 1 --trace-pass 20
     [ "${HS_BENCH_ALL:-0}" = 1 ] && {
       bench W2 --shape opt-13b --batch 128 --prompt 512 --gen 128 --device-budget 24GiB
       bench W3 --shape opt-30b --batch 32 --prompt 512 --gen 32 --device-budget 24GiB

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# On a GPU host: build (if needed) and run BENCH.md's W2-W5 one after another, each under its own
-# time limit, logs in $OUT (or ./gpu-out); prints each run's table rows as it finishes.
+# On a GPU host: build (if needed) and run BENCH.md's W2-W5 (or those named: run_w2_w5.sh W5 W3)
+# one after another, each under its own time limit, logs in $OUT (or ./gpu-out); prints each
+# run's table rows as it finishes.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -9,8 +10,10 @@ if [ -f .gpukit/unpack.sh ]; then source .gpukit/unpack.sh >"$out/kit.log" 2>&1;
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="${KIT:-/usr}/usr" \
   ${KIT_CMAKE_ARGS:-} -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/configure.log" 2>&1 || exit 1
 cmake --build build-gpu -j16 --target hybridserve >"$out/build.log" 2>&1 || exit 1
+want="${*:-W5 W4 W3 W2}"
 run() {  # name, seconds, args...
   local name=$1 limit=$2; shift 2
+  [[ " $want " == *" $name "* ]] || return 0
   echo "== $name: hybridserve bench --backend cuda $*"
   local t=""
   [ -x /usr/bin/time ] && t="/usr/bin/time -f peak-host-rss-KiB=%M"
