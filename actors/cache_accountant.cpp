@@ -88,16 +88,18 @@ accountant_actor::behavior_type cache_accountant(accountant_ptr self, backend* b
   st.pool->set_device_cap(o.device_cache_cap);
   st.pool->set_host_budget(o.limits.host_bytes);
   replan(self);
-  // Pin the host tier the first plan expects now, not while the first batch runs (pinning
-  // runs at a few GB/s). Per form: its host tokens per layer in blocks, plus one partly filled
-  // block per hinted sequence.
+  // Allocate the blocks the first plan expects now, not while the first batch runs: pinning
+  // host memory runs at a few GB/s, and hundreds of cudaMalloc calls stall the passes that
+  // make them. Per form and tier: its tokens per layer in blocks, plus one partly filled block
+  // per hinted sequence (within the device cap and host budget).
   if (st.plan.feasible)
-    for (const cache_form f : {cache_form::kv, cache_form::act}) {
-      const int64_t tok = st.plan.tokens[int(f)][int(cache_tier::host)];
-      if (tok > 0)
-        st.pool->prewarm(f, cache_tier::host,
-                         (tok + o.policy.block_size - 1) / o.policy.block_size + o.batch_hint);
-    }
+    for (const cache_tier t : {cache_tier::device, cache_tier::host})
+      for (const cache_form f : {cache_form::kv, cache_form::act}) {
+        const int64_t tok = st.plan.tokens[int(f)][int(t)];
+        if (tok > 0)
+          st.pool->prewarm(f, t,
+                           (tok + o.policy.block_size - 1) / o.policy.block_size + o.batch_hint);
+      }
   return {
       [=](admit_atom, int64_t seq, int64_t tokens) -> admit_reply {
         auto& s = self->state;
