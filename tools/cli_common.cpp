@@ -34,6 +34,9 @@ void add_engine_options(CLI::App* cmd, engine_flags& f) {
   cmd->add_option("--step-tokens", f.opts.max_step_tokens,
                   "new tokens per pass (prefill chunk size)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--ring-slots", f.opts.ring_slots,
+                  "device buffers that streamed layers rotate through (2: double buffering)")
+      ->check(CLI::Range(1, 8));
   cmd->add_option("--threads", f.opts.scheduler_threads,
                   "actor scheduler threads (0 = CAF default)");
 }
