@@ -6,6 +6,8 @@
 #include "fixture_util.hpp"
 #include "hybridserve/engine.hpp"
 #include "hybridserve/reference_forward.hpp"
+#include "hybridserve/step_pipeline.hpp"
+#include "hybridserve/synthetic_model.hpp"
 
 namespace {
 
@@ -208,4 +210,43 @@ TEST_CASE("cancelling a request ends it and frees its cache; the others are unto
   for (int a = 0; a < 2; ++a)
     for (int t = 0; t < 2; ++t) CHECK(u.blocks[a][t] == 0);
   CHECK((*e)->report().intake.running == 0);
+}
+
+TEST_CASE("a budget that holds every weight but not a prefill pass streams layers instead",
+          "[engine]") {
+  // 12 small layers and a small vocabulary: the weights dominate what the engine holds beside
+  // them (a prefill pass's buffers, the embedding table). The budget fits every layer, the
+  // head and half a pass's buffers, so a plan that keeps every layer resident leaves the first
+  // prefill pass no room; the engine must plan again and stream some layers (issue 4, W5).
+  auto cfg = hs::synthetic_config("llama:hidden=64,layers=12,heads=4,kv_heads=4,ffn=172,vocab=260");
+  REQUIRE(cfg.ok());
+  auto m = hs::make_synthetic_model(*cfg, 7);
+  REQUIRE(m.ok());
+  const auto& c = (*m)->config;
+  const int64_t eb = 4;  // the CPU backend computes in float32
+  const int64_t layers = int64_t(c.n_layer) * int64_t(hs::layer_device_elems(c)) * eb;
+  const int64_t head = int64_t(c.vocab + 1) * c.hidden * eb;
+  const int64_t step_tokens = 256;
+  const int64_t pass = int64_t(hs::pass_device_bytes(c, std::size_t(eb), step_tokens, 0, 0));
+  hs::engine_options o;
+  o.cal = test_calibration();
+  o.max_step_tokens = int(step_tokens);
+  o.device_budget = layers + head + pass / 2;
+  o.batch_hint = 4;
+  o.context_hint = 64;
+  o.block_size = 4;
+  auto e = hs::engine::start(*m, o);
+  REQUIRE(e.ok());
+  CHECK((*e)->report().weights.resident_layers < c.n_layer);
+  std::vector<hs::generation_request> reqs(4);
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].prompt.assign(60, int32_t(3 + i));
+    reqs[i].max_tokens = 4;
+    reqs[i].sampling.temperature = 0;
+    reqs[i].stop_at_eos = false;
+  }
+  for (const auto& r : (*e)->generate(reqs)) {
+    CHECK(r.result.error == "");
+    CHECK(r.result.tokens.size() == 4);
+  }
 }
