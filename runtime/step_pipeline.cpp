@@ -372,7 +372,8 @@ std::string step_pipeline::trace_table() const {
       std::to_string(act_rows_total_) + " act rows rebuilt per layer, " +
       std::to_string(h2d_bytes_ >> 20) + " MiB host cache in, " + std::to_string(d2h_bytes_ >> 20) +
       " MiB out\n" +
-      "layer  weights  cache   rebuilt  computed  (ms since the pass began; - = none)\n";
+      "layer  weights  cache   rebuilt  computed  (ms since the pass began, i.e. its embedding;\n"
+      "       negative: earlier; - = none)\n";
   char line[160];
   const auto at = [&](const event_ref& e) {
     const double ms = e ? be_.elapsed_ms(t0_, e) : std::nan("");

@@ -2,11 +2,14 @@
 #include "hybridserve/cpu_backend.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -32,6 +35,7 @@ class cpu_event final : public device_event {
     {
       std::lock_guard<std::mutex> lk(m_);
       done_ = true;
+      at_ = std::chrono::steady_clock::now();
       cbs.swap(callbacks_);
     }
     cv_.notify_all();
@@ -45,10 +49,18 @@ class cpu_event final : public device_event {
     return false;
   }
 
+  /// When the stream reached the event; nullopt until then.
+  std::optional<std::chrono::steady_clock::time_point> completed_at() const {
+    std::lock_guard<std::mutex> lk(m_);
+    if (!done_) return std::nullopt;
+    return at_;
+  }
+
  private:
   mutable std::mutex m_;
   mutable std::condition_variable cv_;
   bool done_ = false;
+  std::chrono::steady_clock::time_point at_;
   std::vector<std::function<void()>> callbacks_;
 };
 
@@ -134,6 +146,15 @@ class cpu_backend final : public backend {
     return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
   }
 
+  // Every event keeps its completion time, so timing needs no switch here.
+  double elapsed_ms(const event_ref& a, const event_ref& b) const override {
+    const auto* x = dynamic_cast<const cpu_event*>(a.get());
+    const auto* y = dynamic_cast<const cpu_event*>(b.get());
+    const auto ta = x ? x->completed_at() : std::nullopt;
+    const auto tb = y ? y->completed_at() : std::nullopt;
+    if (!ta || !tb) return std::numeric_limits<double>::quiet_NaN();
+    return std::chrono::duration<double, std::milli>(*tb - *ta).count();
+  }
   event_ref record(stream s) override {
     auto e = std::make_shared<cpu_event>();
     enqueue(s, [e] { e->complete(); });

@@ -2,6 +2,8 @@
 // fixtures' greedy ids for kv_ratio 0, 0.5, 1 and auto, for device budgets from "everything
 // resident" down to "one streamed layer and nothing cached on the device", on both fixtures.
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <sstream>
 
 #include "fixture_util.hpp"
 #include "hybridserve/engine.hpp"
@@ -249,4 +251,37 @@ TEST_CASE("a budget that holds every weight but not a prefill pass streams layer
     CHECK(r.result.error == "");
     CHECK(r.result.tokens.size() == 4);
   }
+}
+
+TEST_CASE("a traced pass reports when each layer finished in compute order", "[engine]") {
+  fixture_run f("llama-tiny");
+  hs::engine_options o;
+  o.cal = test_calibration();
+  o.trace_passes = {1, 3};  // passes count from 1
+  auto e = hs::engine::start(f.m, o);
+  REQUIRE(e.ok());
+  (*e)->generate(f.reqs);
+  const std::string trace = (*e)->report().intake.trace;
+  INFO(trace);
+  CHECK(trace.find("pass 1:") != std::string::npos);
+  CHECK(trace.find("pass 3:") != std::string::npos);
+  CHECK(trace.find("pass 2:") == std::string::npos);
+  // Rows "layer weights cache rebuilt computed": the compute stream runs the layers in order.
+  std::istringstream in(trace);
+  std::string line;
+  int rows = 0;
+  double last = -1;
+  while (std::getline(in, line)) {
+    if (line.rfind("pass ", 0) == 0) last = -1;
+    int layer = -1;
+    char w[16], c[16], r[16];
+    double computed = 0;
+    if (std::sscanf(line.c_str(), "%d %15s %15s %15s %lf", &layer, w, c, r, &computed) != 5)
+      continue;
+    CHECK(layer == rows % f.m->config.n_layer);
+    CHECK(computed >= last);
+    last = computed;
+    ++rows;
+  }
+  CHECK(rows == 2 * f.m->config.n_layer);
 }
