@@ -5,6 +5,7 @@
 
 #include "hybridserve/cpu_backend.hpp"
 #include "hybridserve/engine_internals.hpp"
+#include "hybridserve/engine_plan.hpp"
 #include "hybridserve/weight_placement.hpp"
 
 namespace hs {
@@ -80,26 +81,10 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     step_workload hint;
     hint.context.assign(std::size_t(std::max<int64_t>(1, o.batch_hint)), o.context_hint);
     hint.new_tokens = int64_t(hint.context.size());
-    auto plan = make_plan(m->config, hint, limits, p->cal, policy);
-    // The plan places weights and cache; the engine also holds a full prefill pass's buffers
-    // (with the buffer pool's 1/4 slack) and the embedding tables, which the CUDA backend keeps
-    // on the device. When those would not fit beside the plan (Llama-3-8B's weights alone fill
-    // 16 GiB), plan again without them, which streams more layers.
-    {
-      const int64_t eb = p->be->elem_bytes();
-      const int64_t fixed =
-          int64_t(pass_device_bytes(m->config, std::size_t(eb), o.max_step_tokens, 0, 0)) * 5 / 4 +
-          (int64_t(m->weights.tok_embed.numel()) +
-           (m->config.architecture == arch::opt ? int64_t(m->weights.pos_embed.numel()) : 0)) *
-              eb;
-      if (plan.feasible && plan.device_peak_bytes + fixed > int64_t(budget) &&
-          int64_t(budget) > fixed) {
-        budgets fewer = limits;
-        fewer.device_bytes = int64_t(budget) - fixed;
-        auto second = make_plan(m->config, hint, fewer, p->cal, policy);
-        if (second.feasible) plan = std::move(second);
-      }
-    }
+    // The plan places weights and cache; a full prefill pass's buffers and the embedding tables
+    // must fit beside it (engine_plan.hpp).
+    const auto plan = make_engine_plan(m->config, hint, limits, p->cal, policy,
+                                       std::size_t(p->be->elem_bytes()), o.max_step_tokens);
     const int resident = o.resident_layers >= 0 ? o.resident_layers
                          : plan.feasible        ? plan.resident_layers
                                                 : 0;

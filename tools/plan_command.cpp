@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "commands.hpp"
+#include "hybridserve/engine_plan.hpp"
 #include "hybridserve/synthetic_model.hpp"
 #include "hybridserve/units.hpp"
 
@@ -58,7 +59,10 @@ int run_plan(plan_options& o) {
   p.auto_ratio = o.eng.opts.auto_ratio;
   p.kv_ratio = o.eng.opts.kv_ratio;
   p.block_size = o.eng.opts.block_size;
-  const auto plan = make_plan(cfg, w, b, cal, p);
+  // What the engine would start from (engine_plan.hpp): it also holds a prefill pass's buffers
+  // (--step-tokens rows) and the embedding tables beside weights and cache.
+  const auto plan = make_engine_plan(cfg, w, b, cal, p, std::size_t(cal.weight_elem_bytes),
+                                     o.eng.opts.max_step_tokens);
   std::printf(
       "model %s (%s, %d layers, hidden %d, kv heads %d/%d), batch %d, prompt %d, gen %d,\n"
       "device budget %s, calibration: %s (h2d %.1f GB/s)\n\n",
