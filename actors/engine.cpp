@@ -83,8 +83,11 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     hint.new_tokens = int64_t(hint.context.size());
     // The plan places weights and cache; a full prefill pass's buffers and the embedding tables
     // must fit beside it (engine_plan.hpp).
-    const auto plan = make_engine_plan(m->config, hint, limits, p->cal, policy,
-                                       std::size_t(p->be->elem_bytes()), o.max_step_tokens);
+    const std::size_t attn_scratch =
+        p->be->attention_scratch_bytes(m->config.n_head, o.max_step_tokens);
+    const auto plan =
+        make_engine_plan(m->config, hint, limits, p->cal, policy, std::size_t(p->be->elem_bytes()),
+                         o.max_step_tokens, attn_scratch);
     const int resident = o.resident_layers >= 0 ? o.resident_layers
                          : plan.feasible        ? plan.resident_layers
                                                 : 0;
@@ -118,7 +121,8 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       const int64_t reserve =
           int64_t(pass_device_bytes(m->config, std::size_t(p->be->elem_bytes()),
                                     std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx)) *
-          5 / 4;
+              5 / 4 +
+          int64_t(attn_scratch);  // prefill attention scores (CUDA), allocated on first use
       ao.device_cache_cap =
           std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);
     }
@@ -147,8 +151,10 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     // for it, so that cost lands in engine start and not in the first requests.
     {
       caf::scoped_actor self{sys};
+      std::string failed;
       self->request(p->accountant, caf::infinite, usage_atom::value)
-          .receive([](const cache_report&) {}, [](caf::error&) {});
+          .receive([](const cache_report&) {}, [&](caf::error& e) { failed = sys.render(e); });
+      if (!failed.empty()) throw error("cache accountant failed to start: " + failed);
     }
     return std::unique_ptr<engine>(new engine(std::move(p)));
   });

@@ -94,15 +94,15 @@ int64_t cache_pool::prewarm(cache_form form, cache_tier tier, int64_t n) {
     if (capped && held + bytes > limit) break;
     std::shared_ptr<void> host;
     char* p = nullptr;
-    if (tier == cache_tier::host) {
-      host = be_.host_alloc(std::size_t(bytes));
-      p = static_cast<char*>(host.get());
-    } else {
-      try {
+    try {  // best effort: what cannot be had now is allocated (or refused) when needed
+      if (tier == cache_tier::host) {
+        host = be_.host_alloc(std::size_t(bytes));
+        p = static_cast<char*>(host.get());
+      } else {
         p = static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
-      } catch (const error&) {
-        break;
       }
+    } catch (const error&) {
+      break;
     }
     give_back(form, tier, p, std::move(host));
   }

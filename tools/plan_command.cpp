@@ -61,8 +61,13 @@ int run_plan(plan_options& o) {
   p.block_size = o.eng.opts.block_size;
   // What the engine would start from (engine_plan.hpp): it also holds a prefill pass's buffers
   // (--step-tokens rows) and the embedding tables beside weights and cache.
+  // fp16 figures mean a GPU: the CUDA backend's prefill attention scratch is held too.
+  const std::size_t scratch =
+      cal.weight_elem_bytes == 2
+          ? fresh_attention_scratch_bytes(cfg.n_head, o.eng.opts.max_step_tokens)
+          : 0;
   const auto plan = make_engine_plan(cfg, w, b, cal, p, std::size_t(cal.weight_elem_bytes),
-                                     o.eng.opts.max_step_tokens);
+                                     o.eng.opts.max_step_tokens, scratch);
   std::printf(
       "model %s (%s, %d layers, hidden %d, kv heads %d/%d), batch %d, prompt %d, gen %d,\n"
       "device budget %s, calibration: %s (h2d %.1f GB/s)\n\n",

@@ -56,6 +56,16 @@ struct fresh_attention_args {
   float scale = 1.f;
 };
 
+/// Scores scratch the CUDA backend keeps for attention_fresh of prompts up to `longest` rows:
+/// 8 bytes a score (fp32 logit, fp16 hi/lo probability) for query tiles of up to 1024 rows,
+/// capped at 384 MiB (longer prompts take smaller tiles), never below one row of every head.
+inline std::size_t fresh_attention_scratch_bytes(int64_t n_head, int64_t longest) {
+  const int64_t tile = longest < 1024 ? longest : 1024;
+  const std::size_t want = std::size_t(n_head * tile * longest) * 8;
+  const std::size_t cap = std::size_t(384) << 20, floor = std::size_t(n_head * longest) * 8;
+  return want < cap ? want : (cap > floor ? cap : floor);
+}
+
 /// One copy of a batch (any direction; see backend::copy_batch).
 struct copy_op {
   void* dst;
@@ -103,6 +113,13 @@ class backend {
   virtual void on_done(const event_ref& e, std::function<void()> fn) = 0;
   /// Blocks until every stream is idle (shutdown and tests only).
   virtual void synchronize() = 0;
+  /// Device scratch attention_fresh holds for prompts up to `longest` rows (counted in the
+  /// budget; the engine reserves it). 0 where the backend needs none on the device.
+  virtual std::size_t attention_scratch_bytes(int64_t n_head, int64_t longest) const {
+    (void)n_head;
+    (void)longest;
+    return 0;
+  }
   /// Diagnostics (bench --trace-pass): while on, record() makes events elapsed_ms can time.
   virtual void set_timing(bool on) { (void)on; }
   /// Milliseconds from event a to event b, both complete; NaN where the backend cannot tell.

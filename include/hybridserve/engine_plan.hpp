@@ -11,15 +11,17 @@ namespace hs {
 
 /// Device bytes an engine holds besides the plan's weights and cache: a full prefill pass's
 /// buffers (max_step_tokens rows, with the buffer pool's 1/4 slack) and the embedding tables
-/// (vocab x hidden, plus OPT's position table), which the CUDA backend keeps on the device.
+/// (vocab x hidden, plus OPT's position table), which the CUDA backend keeps on the device, and
+/// `scratch_bytes` (the backend's attention scratch, backend::attention_scratch_bytes).
 int64_t engine_fixed_device_bytes(const model_config& c, std::size_t elem_bytes,
-                                  int64_t max_step_tokens);
+                                  int64_t max_step_tokens, std::size_t scratch_bytes);
 
 /// make_plan(); when that plan's device peak plus engine_fixed_device_bytes() exceeds the
 /// budget (Llama-3-8B's weights alone fill 16 GiB), the plan for the budget less those bytes,
 /// which streams more layers, if that one is feasible.
 placement_plan make_engine_plan(const model_config& cfg, const step_workload& w, const budgets& b,
                                 const calibration& cal, const cache_policy& p,
-                                std::size_t elem_bytes, int64_t max_step_tokens);
+                                std::size_t elem_bytes, int64_t max_step_tokens,
+                                std::size_t scratch_bytes);
 
 }  // namespace hs

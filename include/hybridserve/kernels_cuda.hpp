@@ -78,14 +78,13 @@ void attention_paged(const __half* q, __half* out, const int32_t* q_start, const
 /// with Tq == Tk): q: [n, ldq] with head h at column h * D; k, v: [n, ld_kv] with kv head g at
 /// column g * D; out: [n, ldo]. `scratch` (16-byte aligned device memory) holds 8 bytes per
 /// score (fp32 logit, fp16 hi and lo parts of its probability), at least n_head * n of them; query
-/// rows go in tiles of what fits. Enqueued on the handle's stream (`stream` must be the same), host
+/// rows go in tiles of what fits (hs::fresh_attention_scratch_bytes, backend.hpp, is what the
+/// CUDA backend keeps). Enqueued on the handle's stream (`stream` must be the same), host
 /// pointer mode.
 void attention_fresh(cublasHandle_t handle, const __half* q, int64_t ldq, const __half* k,
                      const __half* v, int64_t ld_kv, __half* out, int64_t ldo, int64_t n,
                      int64_t n_head, int64_t n_kv, int64_t D, float scale, void* scratch,
                      std::size_t scratch_bytes, cudaStream_t stream);
-/// Scratch bytes that let attention_fresh do up to 1024 query rows per tile.
-std::size_t attention_fresh_scratch_bytes(int64_t n, int64_t n_head);
 
 // ---- linear (linear.cu)
 /// y[M, N] = x[M, K] @ w[N, K]^T (fp16 in/out, fp32 compute) on the caller's handle, which

@@ -47,11 +47,6 @@ __global__ void causal_softmax_kernel(const float* s, __half* hi, __half* lo, in
 // Per score: fp32 logit + two fp16 parts of its probability.
 constexpr std::size_t k_score_bytes = 8;
 
-std::size_t attention_fresh_scratch_bytes(int64_t n, int64_t n_head) {
-  const int64_t tile = n < 1024 ? n : 1024;  // query rows per tile when the scratch allows
-  return std::size_t(n_head * tile * n) * k_score_bytes;
-}
-
 void attention_fresh(cublasHandle_t handle, const __half* q, int64_t ldq, const __half* k,
                      const __half* v, int64_t ld_kv, __half* out, int64_t ldo, int64_t n,
                      int64_t n_head, int64_t n_kv, int64_t D, float scale, void* scratch,
@@ -65,7 +60,8 @@ void attention_fresh(cublasHandle_t handle, const __half* q, int64_t ldq, const 
                   "attention_fresh: handle must use host pointer mode");
   // Query rows per tile: the scores of every head for T queries against (at most) n keys fit.
   const int64_t per_row = n_head * n;
-  const std::size_t scores_elems = scratch_bytes / k_score_bytes;
+  // A multiple of 8 scores, so the fp16 parts that follow the fp32 logits start 16-byte aligned.
+  const std::size_t scores_elems = scratch_bytes / k_score_bytes / 8 * 8;
   detail::require(std::size_t(per_row) <= scores_elems, "attention_fresh: scratch too small");
   detail::require(reinterpret_cast<std::uintptr_t>(scratch) % 16 == 0,
                   "attention_fresh: scratch must be 16-byte aligned");

@@ -157,6 +157,9 @@ class cuda_backend final : public backend {
     HS_CUDA_TRY(cudaStreamWaitEvent(L.s, ce.get(), 0));
   }
   void set_timing(bool on) override { timing_ = on; }
+  std::size_t attention_scratch_bytes(int64_t n_head, int64_t longest) const override {
+    return fresh_attention_scratch_bytes(n_head, longest);
+  }
   double elapsed_ms(const event_ref& a, const event_ref& b) const override {
     const auto* x = a ? dynamic_cast<const cuda_event*>(a.get()) : nullptr;
     const auto* y = b ? dynamic_cast<const cuda_event*>(b.get()) : nullptr;
@@ -227,12 +230,21 @@ class cuda_backend final : public backend {
       attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
       attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
       std::size_t idx = 0;
+#if CUDART_VERSION >= 13000
       const cudaError_t e = cudaMemcpyBatchAsync(dst.data(), src.data(), bytes.data(), ops.size(),
                                                  &attr, &idx, 1, L.s);
+#elif CUDART_VERSION >= 12080
+      std::size_t fail_idx = 0;
+      const cudaError_t e =
+          cudaMemcpyBatchAsync(dst.data(), const_cast<void**>(src.data()), bytes.data(), ops.size(),
+                               &attr, &idx, 1, &fail_idx, L.s);
+#else
+      const cudaError_t e = cudaErrorNotSupported;  // no batch API before CUDA 12.8
+#endif
       if (e == cudaSuccess) return;
-      if (e != cudaErrorNotSupported && e != cudaErrorInvalidValue) HS_CUDA_TRY(e);
+      if (e != cudaErrorNotSupported && e != cudaErrorCallRequiresNewerDriver) HS_CUDA_TRY(e);
       (void)cudaGetLastError();
-      batch_copies_ok_ = false;  // this driver: fall back for good
+      batch_copies_ok_ = false;  // this driver or toolkit: one copy each from now on
     }
     for (const auto& o : ops)
       HS_CUDA_TRY(cudaMemcpyAsync(o.dst, o.src, o.bytes, cudaMemcpyDefault, L.s));
@@ -356,10 +368,7 @@ class cuda_backend final : public backend {
     cublasHandle_t handle = L.blas();
     // Scores scratch, counted in the budget: enough for 1024-row tiles, capped at 384 MiB
     // (longer prompts take smaller tiles), never below one query row of every head.
-    const std::size_t want = std::max<std::size_t>(
-        std::min<std::size_t>(cuda::attention_fresh_scratch_bytes(longest, a.n_head),
-                              std::size_t(384) << 20),
-        std::size_t(a.n_head * longest) * 8);
+    const std::size_t want = attention_scratch_bytes(a.n_head, longest);
     auto& sc = fresh_scratch_[int(s)];
     if (sc.bytes < want) {
       if (sc.p) device_free(sc.p);  // cudaFree waits for the kernels still reading it
@@ -500,7 +509,9 @@ class cuda_backend final : public backend {
     if (i < 0 || i >= k_stream_count) throw error("cuda backend: bad stream");
     return lanes_[i];
   }
-  static int align_of(std::uintptr_t bits) { return bits % 16 == 0 ? 16 : bits % 4 == 0 ? 4 : 1; }
+  static int align_of(std::uintptr_t bits) {
+    return bits % 16 == 0 ? 16 : bits % 4 == 0 ? 4 : 1;
+  }
 
   // An F16 image of host tensor t that the copy engine reads at full speed: t itself when it is
   // pinned (or device) F16, else a pinned copy (converted from BF16/F32) made once per source.
@@ -608,10 +619,9 @@ class cuda_backend final : public backend {
     void* p = nullptr;
     std::size_t bytes = 0;
   };
-  scratch fresh_scratch_[k_stream_count];  // attention_fresh scores, per stream (lane lock)
-  std::atomic<bool> batch_copies_ok_{true};
-  std::atomic<bool> timing_{false};  // record() makes timing events (diagnostics)  //
-                                     // cudaMemcpyBatchAsync accepted by the driver
+  scratch fresh_scratch_[k_stream_count];    // attention_fresh scores, per stream (lane lock)
+  std::atomic<bool> batch_copies_ok_{true};  // cudaMemcpyBatchAsync accepted by the driver
+  std::atomic<bool> timing_{false};          // record() makes timing events (diagnostics)
   std::atomic<std::size_t> pinned_copies_{0}, pinned_copy_bytes_{0}, ring_waits_{0};
 };
 

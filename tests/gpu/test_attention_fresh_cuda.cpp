@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include "gpu_test_util.hpp"
+#include "hybridserve/backend.hpp"
 #include "hybridserve/kernels_cpu.hpp"
 #include "hybridserve/kernels_cuda.hpp"
 
@@ -30,8 +31,7 @@ void run_case(int64_t n, int64_t D, int64_t ratio, std::size_t scores, std::mt19
   hs::cpu::attention_cpu(q.data(), k.data(), v.data(), ref.data(), n, n, n_head, n_kv, D, scale);
 
   gt::dev16 dq(gt::to_f16(q)), dkv(gt::to_f16(kv)), out(q.size());
-  const std::size_t bytes =
-      scores ? scores * 8 : hs::cuda::attention_fresh_scratch_bytes(n, n_head);
+  const std::size_t bytes = scores ? scores * 8 : hs::fresh_attention_scratch_bytes(n_head, n);
   gt::dev16 scratch((bytes + 1) / 2);
   gt::stream st;
   cublasHandle_t handle;
