@@ -205,10 +205,7 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
         o.h2d_bytes = s.pipe->host_to_device_bytes();
         o.d2h_bytes = s.pipe->device_to_host_bytes();
         o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t0).count();
-        if (s.traced(step)) {
-          o.trace = s.pipe->trace_table();
-          s.be->set_timing(false);
-        }
+        if (s.traced(step)) o.trace = s.pipe->trace_table();
         s.pipe.reset();
         self->send(s.accountant, commit_atom::value, seqs, counts);
         s.promise.deliver(o);

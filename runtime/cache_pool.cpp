@@ -39,13 +39,26 @@ char* cache_pool::act_slice(const cache_block& b, int j) const {
   return b.data + std::size_t(j) * layer_bytes(cache_form::act);
 }
 
+bool cache_pool::fits(cache_tier tier, int64_t bytes, bool with_spares) const {
+  const bool device = tier == cache_tier::device;
+  if (!device && host_budget_ <= 0) return true;  // the host tier is capped only by a budget
+  const int64_t held =
+      (device ? dev_bytes_ : host_bytes_) + (with_spares ? spare_bytes_[int(tier)] : 0);
+  return held + bytes <= (device ? device_cap_ : host_budget_);
+}
+
+char* cache_pool::allocate(cache_tier tier, int64_t bytes, std::shared_ptr<void>& host) {
+  if (tier == cache_tier::host) {
+    host = be_.host_alloc(std::size_t(bytes));
+    return static_cast<char*>(host.get());
+  }
+  return static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
+}
+
 char* cache_pool::take(cache_form form, cache_tier tier, std::shared_ptr<void>& host) {
   const int t = int(tier);
   const int64_t bytes = int64_t(block_bytes(form));
-  const int64_t limit = tier == cache_tier::device ? device_cap_ : host_budget_;
-  const int64_t in_use = tier == cache_tier::device ? dev_bytes_ : host_bytes_;
-  const bool capped = tier == cache_tier::device || host_budget_ > 0;
-  if (capped && in_use + bytes > limit) return nullptr;
+  if (!fits(tier, bytes, false)) return nullptr;
   auto& mine = spares_[int(form)][t];
   if (!mine.empty()) {
     spare sp = std::move(mine.back());
@@ -55,15 +68,11 @@ char* cache_pool::take(cache_form form, cache_tier tier, std::shared_ptr<void>& 
     return sp.data;
   }
   const cache_form other = form == cache_form::kv ? cache_form::act : cache_form::kv;
-  while (capped && in_use + spare_bytes_[t] + bytes > limit && !spares_[int(other)][t].empty())
-    drop_spare(other, tier);
-  if (capped && in_use + spare_bytes_[t] + bytes > limit) return nullptr;
-  if (tier == cache_tier::host) {
-    host = be_.host_alloc(std::size_t(bytes));
-    return static_cast<char*>(host.get());
-  }
+  while (!fits(tier, bytes, true) && !spares_[int(other)][t].empty()) drop_spare(other, tier);
+  if (!fits(tier, bytes, true)) return nullptr;
+  if (tier == cache_tier::host) return allocate(tier, bytes, host);
   try {
-    return static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
+    return allocate(tier, bytes, host);
   } catch (const error&) {
     return nullptr;  // device full after all: the caller falls through to the host tier
   }
@@ -86,21 +95,11 @@ void cache_pool::drop_spare(cache_form form, cache_tier tier) {
 int64_t cache_pool::prewarm(cache_form form, cache_tier tier, int64_t n) {
   int64_t made = 0;
   const int64_t bytes = int64_t(block_bytes(form));
-  const int64_t limit = tier == cache_tier::device ? device_cap_ : host_budget_;
-  const bool capped = tier == cache_tier::device || host_budget_ > 0;
-  for (; made < n; ++made) {
-    const int64_t held =
-        (tier == cache_tier::device ? dev_bytes_ : host_bytes_) + spare_bytes_[int(tier)];
-    if (capped && held + bytes > limit) break;
+  for (; made < n && fits(tier, bytes, true); ++made) {
     std::shared_ptr<void> host;
     char* p = nullptr;
     try {  // best effort: what cannot be had now is allocated (or refused) when needed
-      if (tier == cache_tier::host) {
-        host = be_.host_alloc(std::size_t(bytes));
-        p = static_cast<char*>(host.get());
-      } else {
-        p = static_cast<char*>(be_.device_alloc(std::size_t(bytes), "cache block"));
-      }
+      p = allocate(tier, bytes, host);
     } catch (const error&) {
       break;
     }

@@ -56,6 +56,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
   N_ = int64_t(ids_.size());
   // Routes: which blocks attention reads in place (device KV) and which get a workspace slot
   // (host KV, and activations whose K/V are rebuilt), with each act block's staging rows.
+  int64_t device_act_rows = 0;  // act rows read from device-tier blocks
   routes_.resize(layout_.items.size());
   for (std::size_t i = 0; i < layout_.items.size(); ++i) {
     for (const auto& b : layout_.blocks[i]) {
@@ -65,7 +66,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
         r.kind = b.tier == cache_tier::device ? route::kv_device : route::kv_host;
       } else {
         r.kind = route::act;
-        if (b.tier == cache_tier::device) device_act_rows_ += r.past;
+        if (b.tier == cache_tier::device) device_act_rows += r.past;
         act_rows_total_ += r.past;
       }
       if (r.kind != route::kv_device) r.slot = n_slots_++;
@@ -73,7 +74,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
     }
   }
   // Staging rows: device-tier act rows first (one gather), then host-tier ones.
-  int64_t next_dev = 0, next_host = device_act_rows_;
+  int64_t next_dev = 0, next_host = device_act_rows;
   for (std::size_t i = 0; i < routes_.size(); ++i)
     for (std::size_t b = 0; b < routes_[i].size(); ++b) {
       auto& r = routes_[i][b];
@@ -298,14 +299,17 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
                            static_cast<const char*>(kv_stores[k].src) + half, kv_stores[k].bytes});
   }
 
-  // The layer input of tokens cached as activations is their checkpoint: it leaves on the d2h
-  // stream while the projections and attention run, and must be out before x is updated.
-  event_ref act_saved;
-  if (!act_stores.empty()) {
+  // Cache stores leave on the d2h stream once compute has reached this point; the returned
+  // event (null when there is nothing to store) says when their sources may change again.
+  const auto store = [&](std::vector<copy_op> ops) -> event_ref {
+    if (ops.empty()) return nullptr;
     be_.wait(stream::d2h, be_.record(s));
-    be_.copy_batch(stream::d2h, std::move(act_stores));
-    act_saved = be_.record(stream::d2h);
-  }
+    be_.copy_batch(stream::d2h, std::move(ops));
+    return be_.record(stream::d2h);
+  };
+  // The layer input of tokens cached as activations is their checkpoint: it leaves while the
+  // projections and attention run, and must be out before x is updated.
+  const event_ref act_saved = store(std::move(act_stores));
   if (opt)
     be_.norm(s, x_, w.attn_norm_w, w.attn_norm_b, xn_, N, H, c.norm_eps, false);
   else
@@ -318,12 +322,7 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   }
   be_.scatter_rows(s, kvn_, 2 * kv_row, kv_row, k_dst);
   be_.scatter_rows(s, static_cast<char*>(kvn_) + kv_row, 2 * kv_row, kv_row, v_dst);
-  event_ref kv_kept;
-  if (!kv_stores.empty()) {
-    be_.wait(stream::d2h, be_.record(s));
-    be_.copy_batch(stream::d2h, std::move(kv_stores));
-    kv_kept = be_.record(stream::d2h);
-  }
+  const event_ref kv_kept = store(std::move(kv_stores));
   if (any_paged) be_.attention(s, q_, attn_, std::move(a));
   if (!fa.row0.empty()) be_.attention_fresh(s, q_, attn_, std::move(fa));
   be_.linear(s, attn_, w.wo, w.bo, tmp_, N, H, Q);

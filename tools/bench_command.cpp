@@ -53,13 +53,12 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   if (opts.block_size == engine_options{}.block_size) opts.block_size = 64;
   const auto t_start = clock_type::now();
   auto e = engine::start(m, opts);
-  if (e)
-    std::fprintf(stderr, "[%s] engine started in %.2f s (host cache of the plan pinned)\n",
-                 label.c_str(), std::chrono::duration<double>(clock_type::now() - t_start).count());
   if (!e) {
     std::fprintf(stderr, "[%s] error: %s\n", label.c_str(), e.error().c_str());
     return r;
   }
+  std::fprintf(stderr, "[%s] engine started in %.2f s (host cache of the plan pinned)\n",
+               label.c_str(), std::chrono::duration<double>(clock_type::now() - t_start).count());
   std::mt19937_64 rng(o.seed);
   std::vector<generation_request> reqs(std::size_t(o.batch));
   for (auto& q : reqs) {

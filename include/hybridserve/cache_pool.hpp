@@ -79,6 +79,11 @@ class cache_pool {
   // Storage of one block: a spare when there is one, else fresh memory within the limit
   // (spares of the other form are returned to make room). Null when the tier is full.
   char* take(cache_form form, cache_tier tier, std::shared_ptr<void>& host);
+  // Whether `bytes` more fit the tier's limit (device cap, host budget when set), counting what
+  // is in use and, with_spares, the spares held too.
+  bool fits(cache_tier tier, int64_t bytes, bool with_spares) const;
+  // Fresh block memory on `tier` (host memory owned by `host`); throws hs::error.
+  char* allocate(cache_tier tier, int64_t bytes, std::shared_ptr<void>& host);
   void give_back(cache_form form, cache_tier tier, char* data, std::shared_ptr<void> host);
   void drop_spare(cache_form form, cache_tier tier);
 

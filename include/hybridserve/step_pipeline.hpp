@@ -133,7 +133,6 @@ class step_pipeline {
   std::vector<std::vector<block_route>> routes_;  // per item, per block (constructor)
   int64_t n_slots_ = 0;                           // workspace block slots per set
   int64_t act_rows_total_ = 0;                    // act rows rebuilt per layer
-  int64_t device_act_rows_ = 0;                   // of which read from device-tier blocks
   std::vector<event_ref> done_;                   // per layer
   std::vector<event_ref> loaded_;
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;
