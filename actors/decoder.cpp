@@ -4,6 +4,7 @@
 // completion of the pass comes back as a message from a backend callback.
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <map>
 
 #include "hybridserve/actors.hpp"
@@ -31,7 +32,7 @@ struct decoder_state {
   std::map<int32_t, layer_ready> arrived;                        // weights placed
   std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // rebuild enqueued
   int32_t next_load = 0, next_compute = 0;
-  std::chrono::steady_clock::time_point t0;
+  std::chrono::steady_clock::time_point t0, t_layout, t_last_done;
   static inline const char* name = "decoder";
   // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
   ~decoder_state() {
@@ -168,6 +169,7 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
         self->request(s.accountant, caf::infinite, prepare_atom::value, items)
             .then(
                 [=](const step_layout& layout) {
+                  self->state.t_layout = std::chrono::steady_clock::now();
                   if (layout.error.empty())
                     start_step(self, layout);
                   else
@@ -205,7 +207,24 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
         o.h2d_bytes = s.pipe->host_to_device_bytes();
         o.d2h_bytes = s.pipe->device_to_host_bytes();
         o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t0).count();
-        if (s.traced(step)) o.trace = s.pipe->trace_table();
+        if (!s.trace_passes.empty()) {
+          // One line per pass whenever any pass is traced: where the time between passes goes.
+          const auto now = std::chrono::steady_clock::now();
+          const auto ms = [](auto a, auto b) {
+            return std::chrono::duration<double, std::milli>(b - a).count();
+          };
+          char line[200];
+          std::snprintf(line, sizeof line,
+                        "[pass %lld] %lld new tokens, %lld act rows a layer; idle before it %.1f ms, "
+                        "layout %.1f ms, on the device %.1f ms\n",
+                        (long long)step, (long long)o.new_tokens,
+                        (long long)s.pipe->rebuilt_rows(),
+                        s.t_last_done.time_since_epoch().count() ? ms(s.t_last_done, s.t0) : 0.0,
+                        ms(s.t0, s.t_layout), ms(s.t_layout, now));
+          o.trace = line;
+          s.t_last_done = now;
+        }
+        if (s.traced(step)) o.trace += s.pipe->trace_table();
         s.pipe.reset();
         self->send(s.accountant, commit_atom::value, seqs, counts);
         s.promise.deliver(o);

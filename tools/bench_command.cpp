@@ -244,7 +244,8 @@ void add_bench_command(CLI::App& app, std::function<int()>& run) {
   c->add_option("--prompt-seed", o->seed, "seed of the random prompts");
   c->add_option("--trace-pass", o->eng.opts.trace_passes,
                 "print when each layer's weights, cache, rebuild and compute finished in this "
-                "pass (passes count from 1, prefill first; repeat for several)");
+                "pass (passes count from 1, prefill first; repeat for several); any use also "
+                "prints one line per pass (0: those lines only)");
   c->callback([o, &run] { run = [o] { return run_bench(*o); }; });
 }
 

@@ -266,6 +266,8 @@ TEST_CASE("a traced pass reports when each layer finished in compute order", "[e
   CHECK(trace.find("pass 1:") != std::string::npos);
   CHECK(trace.find("pass 3:") != std::string::npos);
   CHECK(trace.find("pass 2:") == std::string::npos);
+  // Every pass gets its one-line summary once any pass is traced.
+  for (const char* p : {"[pass 1] ", "[pass 2] ", "[pass 3] "}) CHECK(trace.find(p) != std::string::npos);
   // Rows "layer weights cache rebuilt computed": the compute stream runs the layers in order.
   std::istringstream in(trace);
   std::string line;
