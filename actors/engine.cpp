@@ -145,6 +145,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     intake_options io;
     io.max_batch = o.max_batch;
     io.max_step_tokens = o.max_step_tokens;
+    io.prefill_first = o.prefill_first;
     io.max_queue = o.max_queue;
     p->intake = spawn_request_intake(sys, m, p->decoder, p->accountant, io);
     // The accountant pins the first plan's host tier when it starts (on a CAF worker): wait

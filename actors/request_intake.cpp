@@ -158,10 +158,16 @@ void schedule(intake_ptr self) {
   step_items items;
   items.step = st.next_step++;
   int64_t budget = st.o.max_step_tokens;
+  bool prefilling = false;
+  for (auto id : st.running) {
+    const auto& r = st.live.at(id);
+    prefilling = prefilling || r.prefilled < int64_t(r.req.prompt.size());
+  }
+  const bool decodes = !(st.o.prefill_first && prefilling);
   // Decodes first: one token each; then prefill chunks in arrival order.
   for (auto id : st.running) {
     auto& r = st.live.at(id);
-    if (r.prefilled < int64_t(r.req.prompt.size()) || budget <= 0) continue;
+    if (!decodes || r.prefilled < int64_t(r.req.prompt.size()) || budget <= 0) continue;
     step_item it;
     it.seq = id;
     const std::size_t k = r.out.size() - 1;

@@ -242,6 +242,10 @@ void add_bench_command(CLI::App& app, std::function<int()>& run) {
   c->add_option("--gen", o->gen, "generated tokens")->check(CLI::PositiveNumber);
   c->add_flag("--kv-only", o->kv_only, "also run with every cached token as K/V (FlexGen-style)");
   c->add_option("--prompt-seed", o->seed, "seed of the random prompts");
+  o->eng.opts.prefill_first = true;
+  c->add_option("--prefill-first", o->eng.opts.prefill_first,
+                "true: prompts are prefilled before any sequence decodes (default); false: "
+                "decodes share the prefill passes, as in serving");
   c->add_option("--trace-pass", o->eng.opts.trace_passes,
                 "print when each layer's weights, cache, rebuild and compute finished in this "
                 "pass (passes count from 1, prefill first; repeat for several); any use also "

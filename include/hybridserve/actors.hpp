@@ -125,6 +125,10 @@ struct intake_options {
   int max_batch = 64;          // running sequences per pass
   int max_step_tokens = 2048;  // new tokens per pass (decodes first, then prefill chunks)
   int max_queue = 1024;
+  // While any running sequence has prompt left, passes carry only prefill chunks (vLLM's
+  // default without chunked prefill): decodes would add their K/V rebuild to GPU-bound prefill
+  // passes. Off: decodes join every pass (lower latency for running sequences).
+  bool prefill_first = false;
 };
 intake_actor spawn_request_intake(caf::actor_system& sys, std::shared_ptr<const model> m,
                                   decoder_actor decoder, accountant_actor accountant,

@@ -21,6 +21,7 @@ struct engine_options {
   int block_size = 16;
   int max_batch = 64;
   int max_step_tokens = 2048;
+  bool prefill_first = false;  // intake_options::prefill_first
   int max_queue = 1024;
   int resident_layers = -1;  // -1: the plan decides
   int ring_slots = 2;

@@ -287,3 +287,37 @@ TEST_CASE("a traced pass reports when each layer finished in compute order", "[e
   }
   CHECK(rows == 2 * f.m->config.n_layer);
 }
+
+TEST_CASE("prefill first: no sequence decodes while a prompt waits for its prefill", "[engine]") {
+  fixture_run f("opt-tiny");  // prompts of 9, 19, 3 and 18 tokens
+  std::vector<int32_t> by_mode[2];
+  for (const bool first : {true, false}) {
+    hs::engine_options o;
+    o.cal = test_calibration();
+    o.max_step_tokens = 7;  // several prefill passes
+    o.prefill_first = first;
+    auto e = hs::engine::start(f.m, o);
+    REQUIRE(e.ok());
+    // Order of (request, token index) events: under prefill-first every request's first token
+    // comes before any request's second one.
+    std::vector<int> seen(f.reqs.size(), 0);
+    int seconds_before_last_first = 0, firsts = 0;
+    const auto res = (*e)->generate(f.reqs, [&](std::size_t i, int32_t) {
+      if (seen[i]++ == 0)
+        ++firsts;
+      else if (firsts < int(f.reqs.size()))
+        ++seconds_before_last_first;
+    });
+    INFO("prefill_first " << first);
+    for (const auto& r : res) {
+      REQUIRE(r.result.error == "");
+      CHECK(r.result.tokens.size() == 24);
+      for (auto t : r.result.tokens) by_mode[first ? 0 : 1].push_back(t);
+    }
+    if (first)
+      CHECK(seconds_before_last_first == 0);
+    else
+      CHECK(seconds_before_last_first > 0);  // the short prompt decodes during the others' prefill
+  }
+  CHECK(by_mode[0] == by_mode[1]);  // scheduling does not change what is computed
+}
