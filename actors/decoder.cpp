@@ -29,9 +29,10 @@ struct decoder_state {
   std::unique_ptr<step_pipeline> pipe;
   step_items items;
   caf::typed_response_promise<step_outcome> promise;
-  std::map<int32_t, layer_ready> arrived;                        // weights placed
-  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // rebuild enqueued
-  int32_t next_load = 0, next_compute = 0;
+  std::map<int32_t, layer_ready> arrived;                          // weights placed
+  std::map<int32_t, std::pair<layer_ready, rebuild_job>> loaded;   // cache load enqueued
+  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;    // rebuild enqueued
+  int32_t next_load = 0, next_rebuild = 0, next_compute = 0;
   std::chrono::steady_clock::time_point t0, t_layout, t_last_done;
   static inline const char* name = "decoder";
   // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
@@ -49,6 +50,14 @@ void fail_step(decoder_ptr self, const std::string& why) {
   if (st.pipe) st.be->synchronize();  // buffers may still be read by enqueued work
   st.pipe.reset();
   if (st.pool) st.pool->clear();  // give the budget back: the next pass may be smaller
+  // Ring slots of layers this pass holds go back to the loader (the device is idle), or the
+  // next pass would wait for them forever. Requests still in flight release on arrival.
+  for (const auto& [j, r] : st.arrived) self->send(st.loader, release_atom::value, j, event_ref{});
+  for (const auto& [j, r] : st.loaded) self->send(st.loader, release_atom::value, j, event_ref{});
+  for (const auto& [j, r] : st.rebuilt) self->send(st.loader, release_atom::value, j, event_ref{});
+  st.arrived.clear();
+  st.loaded.clear();
+  st.rebuilt.clear();
   step_outcome o;
   o.step = st.items.step;
   o.error = why;
@@ -60,8 +69,10 @@ void fail_step(decoder_ptr self, const std::string& why) {
 }
 
 // Moves the pass forward as far as the messages that arrived allow, in layer order:
-//  - load_cache(j) + rebuild request once layer j's weights are placed AND layer j - 2 is
-//    computed (its workspace set is the one layer j fills);
+//  - load_cache(j) once layer j's weights are placed AND layer j - 2 is computed (its
+//    workspace set is the one layer j fills);
+//  - the rebuild request for layer j once layer j - 1's compute is enqueued (the rebuilt K/V
+//    slots are one set, free again when layer j - 1's attention has read them);
 //  - compute_layer(j) once its rebuild event arrived.
 void advance(decoder_ptr self) {
   auto& st = self->state;
@@ -71,12 +82,19 @@ void advance(decoder_ptr self) {
     while (st.pipe && st.arrived.count(st.next_load) && st.next_load - 2 < st.next_compute) {
       auto node = st.arrived.extract(st.next_load++);
       const layer_ready r = node.mapped();
-      rebuild_job job;
       try {
-        job = st.pipe->load_cache(r);
+        st.loaded.emplace(r.layer, std::make_pair(r, st.pipe->load_cache(r)));
       } catch (const std::exception& e) {
+        self->send(st.loader, release_atom::value, r.layer, event_ref{});
         return fail_step(self, e.what());
       }
+      progress = true;
+    }
+    while (st.pipe && st.loaded.count(st.next_rebuild) && st.next_rebuild <= st.next_compute) {
+      auto node = st.loaded.extract(st.next_rebuild++);
+      const layer_ready r = node.mapped().first;
+      rebuild_job job = std::move(node.mapped().second);
+      job.set_free = st.pipe->rebuild_slots_free(r.layer);
       self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
           .then([=](const event_ref& e) {
             auto& s = self->state;
@@ -127,7 +145,8 @@ void start_step(decoder_ptr self, step_layout layout) {
   } catch (const std::exception& e) {
     return fail_step(self, e.what());
   }
-  st.next_compute = st.next_load = 0;
+  st.next_compute = st.next_load = st.next_rebuild = 0;
+  st.loaded.clear();
   st.rebuilt.clear();
   st.arrived.clear();
   const int64_t step = st.items.step;

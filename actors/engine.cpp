@@ -113,15 +113,25 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     if (o.device_cache_cap >= 0) {
       ao.device_cache_cap = o.device_cache_cap;
     } else {
-      // The cache may take what the weights leave, minus what a pass allocates: buffers for the
-      // larger of a prefill chunk and a decode batch, and workspace for the hinted batch's
-      // whole context (worst case: none of it read in place), plus a block of slack each.
-      const int64_t ctx = int64_t(o.batch_hint) * (o.context_hint + o.block_size);
+      // The cache may take what the weights leave, minus what a pass allocates: buffers for its
+      // new tokens and workspace for the cache it reads that is not read in place (worst case:
+      // none is). A decode pass of the hinted batch reads the whole context; a prefill pass,
+      // under prefill-first scheduling, at most one prompt's earlier chunks. The buffer pool
+      // lets one pass's buffers go for the other's, so only the larger is reserved; mixed
+      // passes need both at once.
+      const std::size_t eb = std::size_t(p->be->elem_bytes());
+      const int64_t seq_ctx = o.context_hint + o.block_size;  // a block of slack
+      const int64_t ctx = int64_t(o.batch_hint) * seq_ctx;
+      const int64_t pass =
+          o.prefill_first
+              ? int64_t(std::max(
+                    pass_device_bytes_worst(m->config, eb, o.max_step_tokens, seq_ctx),
+                    pass_device_bytes_worst(m->config, eb, o.batch_hint, ctx)))
+              : int64_t(pass_device_bytes_worst(
+                    m->config, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx));
       // (+1/4: the decoder's buffer pool grows buffers with that much slack.)
       const int64_t reserve =
-          int64_t(pass_device_bytes(m->config, std::size_t(p->be->elem_bytes()),
-                                    std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, ctx)) *
-              5 / 4 +
+          pass * 5 / 4 +
           int64_t(attn_scratch);  // prefill attention scores (CUDA), allocated on first use
       ao.device_cache_cap =
           std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);

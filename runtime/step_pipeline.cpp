@@ -16,9 +16,17 @@ std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new
   const std::size_t F = std::size_t(c.ffn) * (c.architecture == arch::llama ? 2 : 1);
   const std::size_t buffers =
       N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
-  const std::size_t set = std::size_t(staged_tokens) * 2 * KV + std::size_t(act_tokens) * H +
-                          std::size_t(std::min(act_tokens, k_rebuild_chunk_rows)) * (H + 2 * KV);
-  return (buffers + 2 * set) * eb;
+  const std::size_t S = std::size_t(staged_tokens), A = std::size_t(act_tokens);
+  const std::size_t workspace = 2 * S * 2 * KV + A * 2 * KV + 2 * A * H +
+                                std::size_t(std::min(act_tokens, k_rebuild_chunk_rows)) * (H + 2 * KV);
+  return (buffers + workspace) * eb;
+}
+
+std::size_t pass_device_bytes_worst(const model_config& c, std::size_t eb, int64_t new_tokens,
+                                    int64_t context_tokens) {
+  // Linear in the split, so the worst is at one end: all host KV or all activations.
+  return std::max(pass_device_bytes(c, eb, new_tokens, context_tokens, 0),
+                  pass_device_bytes(c, eb, new_tokens, 0, context_tokens));
 }
 
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job) {
@@ -69,7 +77,8 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
         if (b.tier == cache_tier::device) device_act_rows += r.past;
         act_rows_total_ += r.past;
       }
-      if (r.kind != route::kv_device) r.slot = n_slots_++;
+      if (r.kind == route::kv_host) r.slot = n_slots_++;
+      if (r.kind == route::act) r.slot = n_act_slots_++;
       routes_[i].push_back(r);
     }
   }
@@ -93,6 +102,14 @@ char* step_pipeline::slot_ptr(int set, int64_t slot) const {
   return static_cast<char*>(ws_slots_[set]) + std::size_t(slot) * layout_.kv_layer_bytes;
 }
 
+char* step_pipeline::act_slot_ptr(int64_t slot) const {
+  return static_cast<char*>(ws_act_slots_) + std::size_t(slot) * layout_.kv_layer_bytes;
+}
+
+event_ref step_pipeline::rebuild_slots_free(int j) const {
+  return j >= 1 ? done_.at(std::size_t(j - 1)) : nullptr;
+}
+
 void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, const void* head) {
   final_norm_w_ = final_norm_w;
   final_norm_b_ = final_norm_b;
@@ -101,26 +118,31 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   const std::size_t eb = std::size_t(be_.elem_bytes()), N = std::size_t(N_);
   int64_t R = 0;
   for (const auto& it : layout_.items) R += it.want_logits && !it.tokens.empty() ? 1 : 0;
-  auto alloc = [&](std::size_t elems, const std::string& what) {
-    return pool_.get(what, std::max<std::size_t>(elems * eb, 1));
+  std::vector<buffer_pool::request> reqs;
+  auto alloc = [&](void** out, std::size_t elems, const std::string& what) {
+    reqs.push_back({what, std::max<std::size_t>(elems * eb, 1), out});
   };
-  x_ = alloc(N * c.hidden, "residual stream");
-  xn_ = alloc(N * c.hidden, "normed activations");
-  tmp_ = alloc(N * c.hidden, "projection output");
-  q_ = alloc(N * c.q_dim(), "queries");
-  kvn_ = alloc(N * 2 * c.kv_dim(), "new keys and values");
-  attn_ = alloc(N * c.q_dim(), "attention output");
-  up_ = alloc(N * c.ffn, "FFN activations");
-  if (c.architecture == arch::llama) gate_ = alloc(N * c.ffn, "FFN gate");
-  rows_ = alloc(std::size_t(R) * c.hidden, "logit rows");
+  alloc(&x_, N * c.hidden, "residual stream");
+  alloc(&xn_, N * c.hidden, "normed activations");
+  alloc(&tmp_, N * c.hidden, "projection output");
+  alloc(&q_, N * c.q_dim(), "queries");
+  alloc(&kvn_, N * 2 * c.kv_dim(), "new keys and values");
+  alloc(&attn_, N * c.q_dim(), "attention output");
+  alloc(&up_, N * c.ffn, "FFN activations");
+  if (c.architecture == arch::llama) alloc(&gate_, N * c.ffn, "FFN gate");
+  alloc(&rows_, std::size_t(R) * c.hidden, "logit rows");
   for (int s = 0; s < 2; ++s) {
     const std::string set = " (set " + std::to_string(s) + ")";
-    ws_slots_[s] = alloc(std::size_t(n_slots_) * layout_.kv_layer_bytes / eb, "KV workspace" + set);
-    ws_act_[s] = alloc(std::size_t(act_rows_total_) * c.hidden, "activation staging" + set);
-    ws_scratch_[s] = alloc(
-        std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) * (c.hidden + 2 * c.kv_dim()),
-        "rebuild scratch" + set);
+    alloc(&ws_slots_[s], std::size_t(n_slots_) * layout_.kv_layer_bytes / eb,
+          "host KV workspace" + set);
+    alloc(&ws_act_[s], std::size_t(act_rows_total_) * c.hidden, "activation staging" + set);
   }
+  alloc(&ws_act_slots_, std::size_t(n_act_slots_) * layout_.kv_layer_bytes / eb,
+        "rebuilt KV workspace");
+  alloc(&ws_scratch_,
+        std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) * (c.hidden + 2 * c.kv_dim()),
+        "rebuild scratch");
+  pool_.acquire(reqs);
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
   if (trace_) {
     t0_ = be_.record(stream::compute);
@@ -144,9 +166,11 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
   job.layer = j;
   job.w = r.w;
   job.kv_ready = r.kv_ready;
-  job.set_free = j >= 2 ? done_[std::size_t(j - 2)] : nullptr;
+  // The staging set and host-KV slots were last read by layer j - 2. The rebuilt-K/V slots are
+  // shared by all layers: the decoder fills set_free with rebuild_slots_free(j) later.
+  const event_ref set_free = j >= 2 ? done_[std::size_t(j - 2)] : nullptr;
   job.act_rows = ws_act_[set];
-  job.scratch = ws_scratch_[set];
+  job.scratch = ws_scratch_;
   job.M = act_rows_total_;
   job.positions.resize(std::size_t(act_rows_total_));
   job.k_dst.resize(job.positions.size());
@@ -154,7 +178,7 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
 
   // Host-tier blocks travel on the h2d stream once the set's previous reader is done, as one
   // batch of copies (a block slice is block_size rows: thousands per layer).
-  be_.wait(stream::h2d, job.set_free);
+  be_.wait(stream::h2d, set_free);
   std::vector<copy_op> loads;
   for (std::size_t i = 0; i < routes.size(); ++i) {
     for (std::size_t b = 0; b < routes[i].size(); ++b) {
@@ -179,8 +203,8 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
         for (int64_t t = 0; t < rt.past; ++t) {
           const auto at = std::size_t(rt.act_row + t);
           job.positions[at] = blk.first_pos + int32_t(t);
-          job.k_dst[at] = slot_ptr(set, rt.slot) + std::size_t(t) * kv_row;
-          job.v_dst[at] = slot_ptr(set, rt.slot) + half + std::size_t(t) * kv_row;
+          job.k_dst[at] = act_slot_ptr(rt.slot) + std::size_t(t) * kv_row;
+          job.v_dst[at] = act_slot_ptr(rt.slot) + half + std::size_t(t) * kv_row;
         }
       }
     }
@@ -266,7 +290,7 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
       const auto& blk = layout_.blocks[i][b];
       const char* k = routes[i][b].kind == route::kv_device
                           ? blk.data + std::size_t(j) * layout_.kv_layer_bytes
-                          : slot_ptr(set, routes[i][b].slot);
+                          : route_slot(set, routes[i][b]);
       a.k_blocks.push_back(k);
       a.v_blocks.push_back(k + half);
     }

@@ -51,7 +51,7 @@ struct rebuild_job {
   device_layer w;
   event_ref kv_ready;      // Wk|Wv and the norm are on the device
   event_ref cache_loaded;  // host-tier act rows are staged in act_rows
-  event_ref set_free;      // the workspace set is no longer read (layer j - 2 computed)
+  event_ref set_free;      // the rebuilt-K/V slots are no longer read (layer j - 1 computed)
   // Device-tier act rows, gathered (one kernel) into staging rows 0 .. size-1 first; the
   // host-tier rows follow them, already copied there by load_cache.
   std::vector<const void*> device_act;
@@ -65,11 +65,17 @@ struct rebuild_job {
 /// Rows the K/V rebuild processes per kernel call (bounds its scratch).
 constexpr int64_t k_rebuild_chunk_rows = 4096;
 
-/// Device bytes one pass allocates: buffers for `new_tokens` plus two workspace sets holding
-/// `staged_tokens` of K/V (everything not read in place from device KV blocks) and `act_tokens`
-/// of activations to rebuild. The engine reserves this out of the cache's share of the budget.
+/// Device bytes one pass allocates: buffers for `new_tokens`; two sets of K/V slots for
+/// `staged_tokens` of host-tier KV (the link fills one while attention reads the other); for
+/// `act_tokens` of activations, one set of K/V slots their rebuild writes (the GPU makes them,
+/// so the rebuild of layer j + 1 simply follows layer j's attention), two sets of staging rows
+/// and one rebuild scratch.
 std::size_t pass_device_bytes(const model_config& c, std::size_t elem_bytes, int64_t new_tokens,
                               int64_t staged_tokens, int64_t act_tokens);
+/// The most pass_device_bytes() can be for `new_tokens` and `context_tokens` cached tokens
+/// split in any way between host-tier KV and activations (what the engine reserves).
+std::size_t pass_device_bytes_worst(const model_config& c, std::size_t elem_bytes,
+                                    int64_t new_tokens, int64_t context_tokens);
 
 /// Enqueues a rebuild job on the rebuild stream and returns its completion event.
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job);
@@ -87,8 +93,12 @@ class step_pipeline {
   /// the embedding.
   void begin(const void* final_norm_w, const void* final_norm_b, const void* head);
   /// Host-tier blocks of layer j -> workspace set j % 2 (on the h2d stream). Then the job the
-  /// recompute engine must run for layer j.
+  /// recompute engine must run for layer j, to be sent once compute_layer(j - 1) is enqueued
+  /// (its set_free is layer j - 1's completion: the rebuilt K/V slots are one set).
   rebuild_job load_cache(const layer_ready& r);
+  /// When layer j's rebuild may overwrite the rebuilt-K/V slots: layer j - 1 computed. Null for
+  /// layer 0; only valid once compute_layer(j - 1) has been called.
+  event_ref rebuild_slots_free(int j) const;
   /// Attention and FFN of layer j; returns the event after which layer j's weights and
   /// workspace set may be reused.
   event_ref compute_layer(const layer_ready& r, const event_ref& rebuilt);
@@ -113,11 +123,15 @@ class step_pipeline {
   enum class route { kv_device, kv_host, act };
   struct block_route {
     route kind = route::kv_device;
-    int64_t slot = -1;     // workspace slot (kv_host, act)
+    int64_t slot = -1;     // workspace slot: of the set for kv_host, of the act slots for act
     int64_t past = 0;      // tokens of the block written before this pass
     int64_t act_row = -1;  // first row in the act staging (act)
   };
-  char* slot_ptr(int set, int64_t slot) const;
+  char* slot_ptr(int set, int64_t slot) const;  // kv_host slots, two sets
+  char* act_slot_ptr(int64_t slot) const;        // rebuilt K/V, one set
+  char* route_slot(int set, const block_route& r) const {
+    return r.kind == route::act ? act_slot_ptr(r.slot) : slot_ptr(set, r.slot);
+  }
 
   backend& be_;
   std::shared_ptr<const model> model_;
@@ -127,11 +141,13 @@ class step_pipeline {
   buffer_pool& pool_;
   void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr, *attn_ = nullptr;
   void *tmp_ = nullptr, *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
-  void* ws_slots_[2] = {};
-  void* ws_act_[2] = {};
-  void* ws_scratch_[2] = {};
+  void* ws_slots_[2] = {};      // host-tier KV, [n_slots_, kv_layer_bytes] each
+  void* ws_act_slots_ = nullptr;  // rebuilt K/V, [n_act_slots_, kv_layer_bytes]
+  void* ws_act_[2] = {};        // act staging, [act_rows_total_, hidden] each
+  void* ws_scratch_ = nullptr;  // rebuild scratch (the rebuild stream runs one layer at a time)
   std::vector<std::vector<block_route>> routes_;  // per item, per block (constructor)
-  int64_t n_slots_ = 0;                           // workspace block slots per set
+  int64_t n_slots_ = 0;                           // host-KV workspace block slots per set
+  int64_t n_act_slots_ = 0;                       // rebuilt-K/V block slots
   int64_t act_rows_total_ = 0;                    // act rows rebuilt per layer
   std::vector<event_ref> done_;                   // per layer
   std::vector<event_ref> loaded_;
