@@ -176,9 +176,9 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
   job.k_dst.resize(job.positions.size());
   job.v_dst.resize(job.positions.size());
 
-  // Host-tier blocks travel on the h2d stream once the set's previous reader is done, as one
+  // Host-tier blocks travel on the cache_in stream once the set's previous reader is done, as one
   // batch of copies (a block slice is block_size rows: thousands per layer).
-  be_.wait(stream::h2d, set_free);
+  be_.wait(stream::cache_in, set_free);
   std::vector<copy_op> loads;
   for (std::size_t i = 0; i < routes.size(); ++i) {
     for (std::size_t b = 0; b < routes[i].size(); ++b) {
@@ -209,8 +209,8 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
       }
     }
   }
-  be_.copy_batch(stream::h2d, std::move(loads));
-  loaded_[std::size_t(j)] = be_.record(stream::h2d);
+  be_.copy_batch(stream::cache_in, std::move(loads));
+  loaded_[std::size_t(j)] = be_.record(stream::cache_in);
   job.cache_loaded = loaded_[std::size_t(j)];
   return job;
 }

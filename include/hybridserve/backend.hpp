@@ -18,8 +18,10 @@ namespace hs {
 
 /// Streams: copies run on their own streams so they overlap compute; `rebuild` lets the
 /// K/V rebuild of layer j+1 overlap the attention/FFN of layer j.
-enum class stream { compute, rebuild, h2d, d2h };
-constexpr int k_stream_count = 4;
+/// h2d carries weights, cache_in the host-tier cache a pass reads: a weight upload waiting for
+/// its ring slot to be freed must not hold back the cache loads queued after it.
+enum class stream { compute, rebuild, h2d, d2h, cache_in };
+constexpr int k_stream_count = 5;
 const char* stream_name(stream s);
 
 /// An opaque completion marker recorded on a stream.
@@ -59,10 +61,12 @@ struct fresh_attention_args {
 /// Scores scratch the CUDA backend keeps for attention_fresh of prompts up to `longest` rows:
 /// 8 bytes a score (fp32 logit, fp16 hi/lo probability) for query tiles of up to 1024 rows,
 /// capped at 384 MiB (longer prompts take smaller tiles), never below one row of every head.
+/// Score counts are rounded up to a multiple of 8 (attention_fresh aligns its fp16 parts so).
 inline std::size_t fresh_attention_scratch_bytes(int64_t n_head, int64_t longest) {
   const int64_t tile = longest < 1024 ? longest : 1024;
-  const std::size_t want = std::size_t(n_head * tile * longest) * 8;
-  const std::size_t cap = std::size_t(384) << 20, floor = std::size_t(n_head * longest) * 8;
+  const auto bytes = [](int64_t scores) { return std::size_t((scores + 7) / 8 * 8) * 8; };
+  const std::size_t want = bytes(n_head * tile * longest);
+  const std::size_t cap = std::size_t(384) << 20, floor = bytes(n_head * longest);
   return want < cap ? want : (cap > floor ? cap : floor);
 }
 

@@ -92,7 +92,7 @@ class step_pipeline {
   /// Allocates buffers (throws hs::error if the device budget cannot hold them) and enqueues
   /// the embedding.
   void begin(const void* final_norm_w, const void* final_norm_b, const void* head);
-  /// Host-tier blocks of layer j -> workspace set j % 2 (on the h2d stream). Then the job the
+  /// Host-tier blocks of layer j -> workspace set j % 2 (on the cache_in stream). Then the job the
   /// recompute engine must run for layer j, to be sent once compute_layer(j - 1) is enqueued
   /// (its set_free is layer j - 1's completion: the rebuilt K/V slots are one set).
   rebuild_job load_cache(const layer_ready& r);

@@ -11,15 +11,81 @@ namespace hs::cuda {
 // [2 * kv_dim] or nullptr; pos: [M] or nullptr (no RoPE). Row m lands in token slot slot[m] of
 // the blocks k_dst[m], v_dst[m] ([block_size, n_kv, D], i.e. offset slot * kv_dim).
 // Bias, rotation and the final rounding happen in fp32 on the GEMM's fp16 output.
+// `vec`: the launcher found kv and b_kv 16-byte aligned and kv_dim, D / 2 multiples of 8, so
+// rows move 8 halves (16 bytes) at a time where the destinations are aligned too; the scalar
+// loop below gives the same bits and serves every other case.
+namespace {
+struct f8 {
+  float v[8];
+};
+__device__ __forceinline__ f8 load8(const __half* p) {
+  const int4 raw = *reinterpret_cast<const int4*>(p);
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+  f8 o;
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __half22float2(h[k]);
+    o.v[2 * k] = f.x;
+    o.v[2 * k + 1] = f.y;
+  }
+  return o;
+}
+__device__ __forceinline__ void store8(__half* p, const f8& x) {
+  int4 raw;
+  __half2* h = reinterpret_cast<__half2*>(&raw);
+  for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(x.v[2 * k], x.v[2 * k + 1]);
+  *reinterpret_cast<int4*>(p) = raw;
+}
+__device__ __forceinline__ void add8(f8& x, const __half* b) {
+  if (!b) return;
+  const f8 y = load8(b);
+  for (int k = 0; k < 8; ++k) x.v[k] += y.v[k];
+}
+}  // namespace
+
 __global__ void kv_bias_rope_scatter_kernel(const __half* kv, const __half* b_kv, int64_t n_kv,
                                             int64_t D, const int32_t* pos, float theta,
                                             __half* const* k_dst, __half* const* v_dst,
-                                            const int32_t* slot) {
+                                            const int32_t* slot, bool vec) {
+  extern __shared__ float cos_sin[];  // [2 * D / 2] when pos (the vector path)
   const int64_t m = blockIdx.x, kv_dim = n_kv * D, half = D / 2;
   const __half* r = kv + m * 2 * kv_dim;
   const int64_t off = int64_t(slot[m]) * kv_dim;
   __half* kd = k_dst[m] + off;
   __half* vd = v_dst[m] + off;
+  vec = vec && ((reinterpret_cast<std::uintptr_t>(kd) | reinterpret_cast<std::uintptr_t>(vd)) & 15) == 0;
+  if (vec) {  // the same for the whole block: no thread skips the barrier
+    if (pos) {
+      for (int64_t i = threadIdx.x; i < half; i += blockDim.x)
+        detail::rope_cos_sin(pos[m], i, D, theta, &cos_sin[i], &cos_sin[half + i]);
+      __syncthreads();
+      const int64_t groups = half / 8;
+      for (int64_t t = threadIdx.x; t < n_kv * groups; t += blockDim.x) {
+        const int64_t i0 = (t % groups) * 8, j = (t / groups) * D + i0;
+        f8 a = load8(r + j), b = load8(r + j + half), lo, hi;
+        add8(a, b_kv ? b_kv + j : nullptr);
+        add8(b, b_kv ? b_kv + j + half : nullptr);
+        for (int k = 0; k < 8; ++k) {
+          const float c = cos_sin[i0 + k], s = cos_sin[half + i0 + k];
+          lo.v[k] = a.v[k] * c - b.v[k] * s;
+          hi.v[k] = b.v[k] * c + a.v[k] * s;
+        }
+        store8(kd + j, lo);
+        store8(kd + j + half, hi);
+      }
+    } else {
+      for (int64_t j = 8 * threadIdx.x; j < kv_dim; j += 8 * blockDim.x) {
+        f8 a = load8(r + j);
+        add8(a, b_kv ? b_kv + j : nullptr);
+        store8(kd + j, a);
+      }
+    }
+    for (int64_t j = 8 * threadIdx.x; j < kv_dim; j += 8 * blockDim.x) {
+      f8 a = load8(r + kv_dim + j);
+      add8(a, b_kv ? b_kv + kv_dim + j : nullptr);
+      store8(vd + j, a);
+    }
+    return;
+  }
   // K: thread per pair (i, i + D/2), the angle computed once for all heads.
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     float c = 1.f, s = 0.f;
@@ -64,8 +130,11 @@ void kv_bias_rope_scatter(const __half* kv, const __half* b_kv, int64_t M, int64
                   "kv_bias_rope_scatter: bad shape");
   int threads = 32;
   while (threads < 256 && threads < n_kv * D / 4) threads *= 2;
-  kv_bias_rope_scatter_kernel<<<unsigned(M), threads, 0, stream>>>(kv, b_kv, n_kv, D, pos,
-                                                                   rope_theta, k_dst, v_dst, slot);
+  const auto bits = reinterpret_cast<std::uintptr_t>(kv) | reinterpret_cast<std::uintptr_t>(b_kv);
+  const bool vec = bits % 16 == 0 && (n_kv * D) % 8 == 0 && (!pos || (D / 2) % 8 == 0);
+  const std::size_t shared = vec && pos ? std::size_t(D) * sizeof(float) : 0;
+  kv_bias_rope_scatter_kernel<<<unsigned(M), threads, shared, stream>>>(
+      kv, b_kv, n_kv, D, pos, rope_theta, k_dst, v_dst, slot, vec);
   HS_CUDA_CHECK_LAUNCH();
 }
 

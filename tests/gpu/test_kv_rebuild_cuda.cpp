@@ -131,6 +131,10 @@ TEST_CASE("kv rebuild matches norm + linear + bias + rope + paged store on the C
     run_case(llama, M, 100, 64, 7, handle, st, rng);
     run_case(opt, M, 200, 128, 7, handle, st, rng);
     run_case(bare, M, 64, 64, 16, handle, st, rng);
+    // Head dims whose halves are not multiples of 8 take the scalar path (the others move 16
+    // bytes at a time): both must give the reference.
+    run_case(llama, M, 96, 20, 7, handle, st, rng);
+    run_case(opt, M, 96, 10, 5, handle, st, rng);  // kv_dim 20: rows of 40 bytes
   }
   // The cuBLAS handle must be bound to the launch stream, or the GEMM would race the kernels.
   hs::cuda::kv_rebuild_args a;
