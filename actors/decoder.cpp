@@ -29,10 +29,9 @@ struct decoder_state {
   std::unique_ptr<step_pipeline> pipe;
   step_items items;
   caf::typed_response_promise<step_outcome> promise;
-  std::map<int32_t, layer_ready> arrived;                          // weights placed
-  std::map<int32_t, std::pair<layer_ready, rebuild_job>> loaded;   // cache load enqueued
-  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;    // rebuild enqueued
-  int32_t next_load = 0, next_rebuild = 0, next_compute = 0;
+  std::map<int32_t, layer_ready> arrived;                        // weights placed
+  std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // rebuild enqueued
+  int32_t next_rebuild = 0, next_compute = 0;
   std::chrono::steady_clock::time_point t0, t_layout, t_last_done;
   static inline const char* name = "decoder";
   // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
@@ -53,10 +52,8 @@ void fail_step(decoder_ptr self, const std::string& why) {
   // Ring slots of layers this pass holds go back to the loader (the device is idle), or the
   // next pass would wait for them forever. Requests still in flight release on arrival.
   for (const auto& [j, r] : st.arrived) self->send(st.loader, release_atom::value, j, event_ref{});
-  for (const auto& [j, r] : st.loaded) self->send(st.loader, release_atom::value, j, event_ref{});
   for (const auto& [j, r] : st.rebuilt) self->send(st.loader, release_atom::value, j, event_ref{});
   st.arrived.clear();
-  st.loaded.clear();
   st.rebuilt.clear();
   step_outcome o;
   o.step = st.items.step;
@@ -69,32 +66,26 @@ void fail_step(decoder_ptr self, const std::string& why) {
 }
 
 // Moves the pass forward as far as the messages that arrived allow, in layer order:
-//  - load_cache(j) once layer j's weights are placed AND layer j - 2 is computed (its
-//    workspace set is the one layer j fills);
-//  - the rebuild request for layer j once layer j - 1's compute is enqueued (the rebuilt K/V
-//    slots are one set, free again when layer j - 1's attention has read them);
-//  - compute_layer(j) once its rebuild event arrived.
+//  - the rebuild request for layer j once its weights are placed and layer j - 1's compute is
+//    enqueued (the rebuilt K/V slots are one set, free again when layer j - 1's attention has
+//    read them); its host-tier cache was enqueued by load_cache(j) before layer j's weights;
+//  - compute_layer(j) once its rebuild event arrived, then load_cache(j + 2) and only then the
+//    release of layer j's ring slot, so that cache goes ahead of the weights that refill it.
 void advance(decoder_ptr self) {
   auto& st = self->state;
   const int32_t L = st.m->config.n_layer;
   for (bool progress = true; progress && st.pipe;) {
     progress = false;
-    while (st.pipe && st.arrived.count(st.next_load) && st.next_load - 2 < st.next_compute) {
-      auto node = st.arrived.extract(st.next_load++);
+    while (st.pipe && st.arrived.count(st.next_rebuild) && st.next_rebuild <= st.next_compute) {
+      auto node = st.arrived.extract(st.next_rebuild++);
       const layer_ready r = node.mapped();
+      rebuild_job job;
       try {
-        st.loaded.emplace(r.layer, std::make_pair(r, st.pipe->load_cache(r)));
+        job = st.pipe->rebuild_job_for(r);
       } catch (const std::exception& e) {
         self->send(st.loader, release_atom::value, r.layer, event_ref{});
         return fail_step(self, e.what());
       }
-      progress = true;
-    }
-    while (st.pipe && st.loaded.count(st.next_rebuild) && st.next_rebuild <= st.next_compute) {
-      auto node = st.loaded.extract(st.next_rebuild++);
-      const layer_ready r = node.mapped().first;
-      rebuild_job job = std::move(node.mapped().second);
-      job.set_free = st.pipe->rebuild_slots_free(r.layer);
       self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
           .then([=](const event_ref& e) {
             auto& s = self->state;
@@ -113,6 +104,7 @@ void advance(decoder_ptr self) {
       event_ref done;
       try {
         done = st.pipe->compute_layer(ready, rebuilt);
+        if (ready.layer + 2 < L) st.pipe->load_cache(ready.layer + 2);
       } catch (const std::exception& e) {
         self->send(st.loader, release_atom::value, ready.layer, event_ref{});
         return fail_step(self, e.what());
@@ -142,11 +134,12 @@ void start_step(decoder_ptr self, step_layout layout) {
     st.be->set_timing(st.traced(st.items.step));
     if (st.traced(st.items.step)) st.pipe->enable_trace();
     st.pipe->begin(st.head.norm_w, st.head.norm_b, st.head.head);
+    // The first two layers' cache goes before any weights are asked for.
+    for (int j = 0; j < std::min(2, st.m->config.n_layer); ++j) st.pipe->load_cache(j);
   } catch (const std::exception& e) {
     return fail_step(self, e.what());
   }
-  st.next_compute = st.next_load = st.next_rebuild = 0;
-  st.loaded.clear();
+  st.next_compute = st.next_rebuild = 0;
   st.rebuilt.clear();
   st.arrived.clear();
   const int64_t step = st.items.step;

@@ -14,8 +14,6 @@ const char* stream_name(stream s) {
       return "h2d";
     case stream::d2h:
       return "d2h";
-    case stream::cache_in:
-      return "cache_in";
   }
   return "?";
 }

@@ -153,36 +153,19 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
             c.architecture == arch::opt ? &model_->weights.pos_embed : nullptr, ids_, pos_, x_);
 }
 
-rebuild_job step_pipeline::load_cache(const layer_ready& r) {
+void step_pipeline::load_cache(int j) {
   const auto& c = model_->config;
-  const int j = r.layer, set = j % 2;
+  const int set = j % 2;
   const std::size_t eb = std::size_t(be_.elem_bytes());
   const std::size_t kv_row = std::size_t(c.kv_dim()) * eb, act_row = std::size_t(c.hidden) * eb;
   const std::size_t half = layout_.kv_layer_bytes / 2;
-  const auto& routes = routes_;
-
-  rebuild_job job;
-  job.step = layout_.step;
-  job.layer = j;
-  job.w = r.w;
-  job.kv_ready = r.kv_ready;
-  // The staging set and host-KV slots were last read by layer j - 2. The rebuilt-K/V slots are
-  // shared by all layers: the decoder fills set_free with rebuild_slots_free(j) later.
-  const event_ref set_free = j >= 2 ? done_[std::size_t(j - 2)] : nullptr;
-  job.act_rows = ws_act_[set];
-  job.scratch = ws_scratch_;
-  job.M = act_rows_total_;
-  job.positions.resize(std::size_t(act_rows_total_));
-  job.k_dst.resize(job.positions.size());
-  job.v_dst.resize(job.positions.size());
-
-  // Host-tier blocks travel on the cache_in stream once the set's previous reader is done, as one
-  // batch of copies (a block slice is block_size rows: thousands per layer).
-  be_.wait(stream::cache_in, set_free);
+  // Host-tier blocks travel on the h2d stream once layer j - 2, the set's previous reader, is
+  // done, as one batch of copies (a block slice is block_size rows: thousands per layer).
+  be_.wait(stream::h2d, j >= 2 ? done_.at(std::size_t(j - 2)) : nullptr);
   std::vector<copy_op> loads;
-  for (std::size_t i = 0; i < routes.size(); ++i) {
-    for (std::size_t b = 0; b < routes[i].size(); ++b) {
-      const auto& rt = routes[i][b];
+  for (std::size_t i = 0; i < routes_.size(); ++i) {
+    for (std::size_t b = 0; b < routes_[i].size(); ++b) {
+      const auto& rt = routes_[i][b];
       const auto& blk = layout_.blocks[i][b];
       if (rt.past == 0) continue;
       if (rt.kind == route::kv_host) {
@@ -190,28 +173,55 @@ rebuild_job step_pipeline::load_cache(const layer_ready& r) {
         loads.push_back({slot_ptr(set, rt.slot), k, std::size_t(rt.past) * kv_row});
         loads.push_back({slot_ptr(set, rt.slot) + half, k + half, std::size_t(rt.past) * kv_row});
         h2d_bytes_ += 2 * std::size_t(rt.past) * kv_row;
-      } else if (rt.kind == route::act) {
+      } else if (rt.kind == route::act && blk.tier == cache_tier::host) {
         const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
-        if (blk.tier == cache_tier::host) {
-          loads.push_back({static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row, a,
-                           std::size_t(rt.past) * act_row});
-          h2d_bytes_ += std::size_t(rt.past) * act_row;
-        } else {
-          for (int64_t t = 0; t < rt.past; ++t)
-            job.device_act.push_back(a + std::size_t(t) * act_row);
-        }
-        for (int64_t t = 0; t < rt.past; ++t) {
-          const auto at = std::size_t(rt.act_row + t);
-          job.positions[at] = blk.first_pos + int32_t(t);
-          job.k_dst[at] = act_slot_ptr(rt.slot) + std::size_t(t) * kv_row;
-          job.v_dst[at] = act_slot_ptr(rt.slot) + half + std::size_t(t) * kv_row;
-        }
+        loads.push_back({static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row, a,
+                         std::size_t(rt.past) * act_row});
+        h2d_bytes_ += std::size_t(rt.past) * act_row;
       }
     }
   }
-  be_.copy_batch(stream::cache_in, std::move(loads));
-  loaded_[std::size_t(j)] = be_.record(stream::cache_in);
-  job.cache_loaded = loaded_[std::size_t(j)];
+  be_.copy_batch(stream::h2d, std::move(loads));
+  loaded_.at(std::size_t(j)) = be_.record(stream::h2d);
+}
+
+rebuild_job step_pipeline::rebuild_job_for(const layer_ready& r) const {
+  const auto& c = model_->config;
+  const int j = r.layer, set = j % 2;
+  const std::size_t eb = std::size_t(be_.elem_bytes());
+  const std::size_t kv_row = std::size_t(c.kv_dim()) * eb, act_row = std::size_t(c.hidden) * eb;
+  const std::size_t half = layout_.kv_layer_bytes / 2;
+  rebuild_job job;
+  job.step = layout_.step;
+  job.layer = j;
+  job.w = r.w;
+  job.kv_ready = r.kv_ready;
+  job.cache_loaded = loaded_.at(std::size_t(j));
+  job.set_free = rebuild_slots_free(j);
+  job.act_rows = ws_act_[set];
+  job.scratch = ws_scratch_;
+  job.M = act_rows_total_;
+  job.positions.resize(std::size_t(act_rows_total_));
+  job.k_dst.resize(job.positions.size());
+  job.v_dst.resize(job.positions.size());
+  for (std::size_t i = 0; i < routes_.size(); ++i) {
+    for (std::size_t b = 0; b < routes_[i].size(); ++b) {
+      const auto& rt = routes_[i][b];
+      const auto& blk = layout_.blocks[i][b];
+      if (rt.past == 0 || rt.kind != route::act) continue;
+      // Device-tier rows are gathered into the staging by the rebuild; host-tier ones are
+      // already there (load_cache).
+      const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
+      if (blk.tier == cache_tier::device)
+        for (int64_t t = 0; t < rt.past; ++t) job.device_act.push_back(a + std::size_t(t) * act_row);
+      for (int64_t t = 0; t < rt.past; ++t) {
+        const auto at = std::size_t(rt.act_row + t);
+        job.positions[at] = blk.first_pos + int32_t(t);
+        job.k_dst[at] = act_slot_ptr(rt.slot) + std::size_t(t) * kv_row;
+        job.v_dst[at] = act_slot_ptr(rt.slot) + half + std::size_t(t) * kv_row;
+      }
+    }
+  }
   return job;
 }
 

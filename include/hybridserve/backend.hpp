@@ -18,10 +18,8 @@ namespace hs {
 
 /// Streams: copies run on their own streams so they overlap compute; `rebuild` lets the
 /// K/V rebuild of layer j+1 overlap the attention/FFN of layer j.
-/// h2d carries weights, cache_in the host-tier cache a pass reads: a weight upload waiting for
-/// its ring slot to be freed must not hold back the cache loads queued after it.
-enum class stream { compute, rebuild, h2d, d2h, cache_in };
-constexpr int k_stream_count = 5;
+enum class stream { compute, rebuild, h2d, d2h };
+constexpr int k_stream_count = 4;
 const char* stream_name(stream s);
 
 /// An opaque completion marker recorded on a stream.

@@ -1,6 +1,6 @@
 // One pass over the weights, as the named verbs the actors exchange messages about:
 //   loader:    upload weights of layer j (K/V projection first)        -> layer_ready
-//   decoder:   load_cache(j)   host-tier KV/act blocks -> workspace set j % 2
+//   decoder:   load_cache(j)   host-tier KV/act blocks -> workspace set j % 2 (ahead of W_j)
 //   recompute: rebuild(j)      act rows -> K/V in workspace slots      -> rebuilt event
 //   decoder:   compute_layer(j) projections, attention, FFN, store new cache rows
 // Everything is enqueued on backend streams ordered by events; nothing here blocks.
@@ -92,10 +92,14 @@ class step_pipeline {
   /// Allocates buffers (throws hs::error if the device budget cannot hold them) and enqueues
   /// the embedding.
   void begin(const void* final_norm_w, const void* final_norm_b, const void* head);
-  /// Host-tier blocks of layer j -> workspace set j % 2 (on the cache_in stream). Then the job the
-  /// recompute engine must run for layer j, to be sent once compute_layer(j - 1) is enqueued
-  /// (its set_free is layer j - 1's completion: the rebuilt K/V slots are one set).
-  rebuild_job load_cache(const layer_ready& r);
+  /// Host-tier blocks of layer j -> workspace set j % 2, on the h2d stream, after layer j - 2
+  /// is done. Call it for layers 0 and 1 before their weights are asked for, and for j + 2 right
+  /// after compute_layer(j), before layer j's ring slot is released: the cache then goes ahead
+  /// of the weights that will fill that slot, and the rebuild has both sooner.
+  void load_cache(int j);
+  /// The job the recompute engine runs for layer j (its weights placed, load_cache(j) called),
+  /// to be sent once compute_layer(j - 1) is enqueued: the rebuilt K/V slots are one set.
+  rebuild_job rebuild_job_for(const layer_ready& r) const;
   /// When layer j's rebuild may overwrite the rebuilt-K/V slots: layer j - 1 computed. Null for
   /// layer 0; only valid once compute_layer(j - 1) has been called.
   event_ref rebuild_slots_free(int j) const;
