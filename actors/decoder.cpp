@@ -193,6 +193,7 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
       [=](sampled_atom, int64_t step) {
         auto& s = self->state;
         if (!s.pipe || step != s.items.step) return;
+        const auto t_sample = std::chrono::steady_clock::now();
         step_outcome o;
         o.step = step;
         const auto& logits = s.pipe->logits();
@@ -228,11 +229,11 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
           char line[200];
           std::snprintf(line, sizeof line,
                         "[pass %lld] %lld new tokens, %lld act rows a layer; idle before it %.1f ms, "
-                        "layout %.1f ms, on the device %.1f ms\n",
+                        "layout %.1f ms, on the device %.1f ms (sampling %.1f ms of it)\n",
                         (long long)step, (long long)o.new_tokens,
                         (long long)s.pipe->rebuilt_rows(),
                         s.t_last_done.time_since_epoch().count() ? ms(s.t_last_done, s.t0) : 0.0,
-                        ms(s.t0, s.t_layout), ms(s.t_layout, now));
+                        ms(s.t0, s.t_layout), ms(s.t_layout, now), ms(t_sample, now));
           o.trace = line;
           s.t_last_done = now;
         }

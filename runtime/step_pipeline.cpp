@@ -395,7 +395,8 @@ event_ref step_pipeline::finish() {
     be_.gather_rows(stream::compute, std::move(src), row, rows_);
     be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, logits_.data());
   }
-  return be_.record(stream::compute);
+  finished_ = be_.record(stream::compute);
+  return finished_;
 }
 
 std::string step_pipeline::trace_table() const {
@@ -422,6 +423,7 @@ std::string step_pipeline::trace_table() const {
                   at(loaded_[j]).c_str(), at(rebuilt_[j]).c_str(), at(done_[j]).c_str());
     out += line;
   }
+  out += "logits on the host at " + at(finished_) + " ms\n";
   return out;
 }
 

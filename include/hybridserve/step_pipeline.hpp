@@ -159,7 +159,7 @@ class step_pipeline {
   std::vector<float> logits_;
   std::size_t h2d_bytes_ = 0, d2h_bytes_ = 0;
   bool trace_ = false;
-  event_ref t0_;
+  event_ref t0_, finished_;
   std::vector<event_ref> weights_ready_, rebuilt_;  // per layer (trace only)
 };
 
