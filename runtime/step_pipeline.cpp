@@ -147,6 +147,7 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   if (trace_) {
     t0_ = be_.record(stream::compute);
     weights_ready_.resize(done_.size());
+    phases_.resize(done_.size());
     rebuilt_.resize(done_.size());
   }
   be_.embed(stream::compute, model_->weights.tok_embed,
@@ -255,10 +256,15 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   be_.wait(s, r.all_ready);
   be_.wait(s, rebuilt);
   be_.wait(s, loaded_[std::size_t(j)]);
+  // Trace: when the compute stream started the layer and finished each of its phases.
+  const auto mark = [&](int k) {
+    if (trace_) phases_[std::size_t(j)][std::size_t(k)] = be_.record(s);
+  };
   if (trace_) {
     weights_ready_[std::size_t(j)] = r.all_ready;
     rebuilt_[std::size_t(j)] = rebuilt;
   }
+  mark(0);
 
   // Destinations of the new tokens' K/V (what attention reads), and the copies that keep the
   // new tokens' cache: activation rows (the layer input) and host-tier K/V rows, merged into
@@ -357,11 +363,14 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   be_.scatter_rows(s, kvn_, 2 * kv_row, kv_row, k_dst);
   be_.scatter_rows(s, static_cast<char*>(kvn_) + kv_row, 2 * kv_row, kv_row, v_dst);
   const event_ref kv_kept = store(std::move(kv_stores));
+  mark(1);
   if (any_paged) be_.attention(s, q_, attn_, std::move(a));
   if (!fa.row0.empty()) be_.attention_fresh(s, q_, attn_, std::move(fa));
+  mark(2);
   be_.linear(s, attn_, w.wo, w.bo, tmp_, N, H, Q);
   be_.wait(s, act_saved);
   be_.add(s, x_, tmp_, N * H);
+  mark(3);
   if (opt) {
     be_.norm(s, x_, w.ffn_norm_w, w.ffn_norm_b, xn_, N, H, c.norm_eps, false);
     be_.linear(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
@@ -407,7 +416,8 @@ std::string step_pipeline::trace_table() const {
       std::to_string(h2d_bytes_ >> 20) + " MiB host cache in, " + std::to_string(d2h_bytes_ >> 20) +
       " MiB out\n" +
       "layer  weights  cache   rebuilt  computed  (ms since the pass began, i.e. its embedding;\n"
-      "       negative: earlier; - = none)\n";
+      "       negative: earlier; - = none)   then ms of the layer's compute: waiting for its\n"
+      "       inputs, norm+QKV, attention, out-proj, FFN\n";
   char line[160];
   const auto at = [&](const event_ref& e) {
     const double ms = e ? be_.elapsed_ms(t0_, e) : std::nan("");
@@ -419,8 +429,15 @@ std::string step_pipeline::trace_table() const {
     return std::string(b);
   };
   for (std::size_t j = 0; j < done_.size(); ++j) {
-    std::snprintf(line, sizeof line, "%5zu %s %s %s %s\n", j, at(weights_ready_[j]).c_str(),
-                  at(loaded_[j]).c_str(), at(rebuilt_[j]).c_str(), at(done_[j]).c_str());
+    const auto& ph = phases_[j];
+    const auto span = [&](const event_ref& a, const event_ref& b) {
+      return a && b ? be_.elapsed_ms(a, b) : std::nan("");
+    };
+    const event_ref prev = j > 0 ? done_[j - 1] : t0_;
+    std::snprintf(line, sizeof line, "%5zu %s %s %s %s  %6.2f %6.2f %6.2f %6.2f %6.2f\n", j,
+                  at(weights_ready_[j]).c_str(), at(loaded_[j]).c_str(), at(rebuilt_[j]).c_str(),
+                  at(done_[j]).c_str(), span(prev, ph[0]), span(ph[0], ph[1]), span(ph[1], ph[2]),
+                  span(ph[2], ph[3]), span(ph[3], done_[j]));
     out += line;
   }
   out += "logits on the host at " + at(finished_) + " ms\n";

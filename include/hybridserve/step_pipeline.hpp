@@ -5,6 +5,7 @@
 //   decoder:   compute_layer(j) projections, attention, FFN, store new cache rows
 // Everything is enqueued on backend streams ordered by events; nothing here blocks.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -161,6 +162,8 @@ class step_pipeline {
   bool trace_ = false;
   event_ref t0_, finished_;
   std::vector<event_ref> weights_ready_, rebuilt_;  // per layer (trace only)
+  std::vector<std::array<event_ref, 4>> phases_;    // per layer: compute start, after QKV,
+                                                    // attention, out-proj (trace only)
 };
 
 }  // namespace hs
