@@ -203,6 +203,9 @@ engine_report engine::report() {
   r.cal = impl_->cal;
   r.weights = impl_->head;
   r.backend = impl_->be->name();
+  self->request(impl_->loader, caf::infinite, head_atom::value)
+      .receive([&](const head_weights& h) { r.weights.prefetch_hits = h.prefetch_hits; },
+               [&](caf::error&) {});
   self->request(impl_->accountant, caf::infinite, usage_atom::value)
       .receive([&](const cache_report& c) { r.cache = c; }, [&](caf::error&) {});
   self->request(impl_->intake, caf::infinite, stats_atom::value)

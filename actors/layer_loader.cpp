@@ -1,7 +1,11 @@
 // The layer loader: keeps the layers the budget allows resident and streams the others through
 // a ring of device buffers, layer j+1 loading while layer j computes. A slot is reused only
 // after the decoder has released its previous layer (with the event of its last reader).
+// Every pass walks the layers from the first, so once the last streamed layer of a pass is
+// placed, the first streamed layers of the next pass are uploaded into the slots as they free
+// up: the next pass finds them there instead of starting with the link's 10-20 ms for them.
 #include <deque>
+#include <map>
 
 #include "hybridserve/actors.hpp"
 #include "hybridserve/weight_placement.hpp"
@@ -25,36 +29,72 @@ struct layer_loader_state {
   };
   std::vector<slot> slots;
   std::size_t next_slot = 0;
+  std::map<int32_t, layer_ready> prefetched;  // uploaded for the next pass, not yet asked for
+  int32_t prefetch_next = -1;                 // next layer to prefetch, -1: none
+  int64_t prefetch_hits = 0;
   static inline const char* name = "layer_loader";
 };
 
 using loader_ptr = loader_actor::stateful_pointer<layer_loader_state>;
 
-// Starts uploads in request order while the next ring slot is free.
+// Uploads layer j into the next ring slot when it is free; false when it is not.
+bool upload_streamed(layer_loader_state& st, int32_t j, layer_ready& r) {
+  auto& s = st.slots[st.next_slot];
+  if (s.layer >= 0) return false;  // wait for the release of its occupant
+  const auto up = st.weights->load(j, int(st.next_slot), s.free_after);
+  s.layer = j;
+  st.next_slot = (st.next_slot + 1) % st.slots.size();
+  r.layer = j;
+  r.w = up.ptrs;
+  r.kv_ready = up.kv_ready;
+  r.all_ready = up.all_ready;
+  return true;
+}
+
+// Starts uploads in request order while the next ring slot is free; then, with no request
+// waiting, the next pass's first streamed layers.
 void pump(loader_ptr self) {
   auto& st = self->state;
+  const int32_t L = int32_t(st.weights->layer_count());
   while (!st.pending.empty()) {
+    st.prefetch_next = -1;  // a pass is asking: it takes the slots in its own order
     auto& p = st.pending.front();
     layer_ready r;
-    r.step = p.step;
     r.layer = p.layer;
     if (st.weights->resident(p.layer)) {
       const auto up = st.weights->load(p.layer, 0, nullptr);
       r.w = up.ptrs;
       r.kv_ready = up.kv_ready;
       r.all_ready = up.all_ready;
-    } else {
-      auto& s = st.slots[st.next_slot];
-      if (s.layer >= 0) return;  // wait for the release of its occupant
-      const auto up = st.weights->load(p.layer, int(st.next_slot), s.free_after);
-      s.layer = p.layer;
-      st.next_slot = (st.next_slot + 1) % st.slots.size();
-      r.w = up.ptrs;
-      r.kv_ready = up.kv_ready;
-      r.all_ready = up.all_ready;
+    } else if (auto it = st.prefetched.find(p.layer); it != st.prefetched.end()) {
+      r = it->second;
+      st.prefetched.erase(it);
+      ++st.prefetch_hits;
+    } else if (!upload_streamed(st, p.layer, r)) {
+      return;
     }
+    r.step = p.step;
     p.promise.deliver(r);
     st.pending.pop_front();
+    int32_t last = L - 1;
+    while (last >= 0 && st.weights->resident(last)) --last;
+    if (p.layer == last) st.prefetch_next = 0;
+  }
+  while (st.prefetch_next >= 0 && st.prefetch_next < L &&
+         int(st.prefetched.size()) < int(st.slots.size())) {
+    const int32_t j = st.prefetch_next;
+    if (st.weights->resident(j)) {
+      ++st.prefetch_next;
+      continue;
+    }
+    // A layer still in a slot (a model with fewer streamed layers than slots) waits for its
+    // release: releases find slots by layer, which must be unique.
+    for (const auto& s : st.slots)
+      if (s.layer == j) return;
+    layer_ready r;
+    if (!upload_streamed(st, j, r)) return;
+    st.prefetched.emplace(j, r);
+    ++st.prefetch_next;
   }
 }
 
@@ -84,7 +124,8 @@ loader_actor::behavior_type layer_loader(loader_ptr self, backend* be,
       [=](head_atom) -> head_weights {
         const auto& w = *self->state.weights;
         return head_weights{w.final_norm_w(),    w.final_norm_b(), w.head(),
-                            w.resident_layers(), w.ring_slots(),   w.device_bytes()};
+                            w.resident_layers(), w.ring_slots(),   w.device_bytes(),
+                            self->state.prefetch_hits};
       },
   };
 }

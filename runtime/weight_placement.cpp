@@ -54,6 +54,10 @@ weight_placement::~weight_placement() {
   for (auto* p : owned_) be_.device_free(p);
 }
 
+int weight_placement::layer_count() const {
+  return model_->config.n_layer;
+}
+
 layer_upload weight_placement::load(int j, int slot, const event_ref& slot_free) {
   if (resident(j)) return resident_info_[std::size_t(j)];
   be_.wait(stream::h2d, slot_free);

@@ -57,6 +57,7 @@ struct head_weights {
   const void* head = nullptr;
   int resident_layers = 0, ring_slots = 0;
   std::size_t device_bytes = 0;
+  int64_t prefetch_hits = 0;  // layers a pass found uploaded ahead of it (engine::report)
 };
 
 /// What request intake sends to a requester for each generated token.

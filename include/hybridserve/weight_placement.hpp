@@ -20,6 +20,7 @@ class weight_placement {
   bool resident(int j) const { return j < resident_; }
   int resident_layers() const { return resident_; }
   int ring_slots() const { return int(slots_.size()); }
+  int layer_count() const;
   /// Device bytes of one layer (elem type of the backend).
   std::size_t layer_bytes() const { return layer_bytes_; }
   std::size_t device_bytes() const { return device_bytes_; }

@@ -321,3 +321,24 @@ TEST_CASE("prefill first: no sequence decodes while a prompt waits for its prefi
   }
   CHECK(by_mode[0] == by_mode[1]);  // scheduling does not change what is computed
 }
+
+TEST_CASE("streamed layers: each pass finds its first layers uploaded ahead of it", "[engine]") {
+  for (const int resident : {0, 1}) {
+    fixture_run f("llama-tiny");  // 3 layers
+    hs::engine_options o;
+    o.cal = test_calibration();
+    o.resident_layers = resident;  // the rest stream through 2 ring slots
+    auto e = hs::engine::start(f.m, o);
+    REQUIRE(e.ok());
+    const auto res = (*e)->generate(f.reqs);
+    INFO("resident layers " << resident);
+    for (int i = 0; i < 4; ++i) {
+      REQUIRE(res[i].result.error == "");
+      CHECK(res[i].result.tokens == f.greedy[i]);  // prefetched weights are the right ones
+    }
+    const auto rep = (*e)->report();
+    REQUIRE(rep.intake.steps > 2);
+    // Every pass after the first finds two streamed layers there (3 - resident of them).
+    CHECK(rep.weights.prefetch_hits == 2 * (rep.intake.steps - 1));
+  }
+}
