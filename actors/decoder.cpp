@@ -114,7 +114,15 @@ void advance(decoder_ptr self) {
       if (++st.next_compute == L) {
         event_ref fin;
         try {
-          fin = st.pipe->finish();
+          // Greedy rows that return no logits need only their tokens back from the device.
+          bool greedy_only = true;
+          for (std::size_t i = 0; i < st.items.items.size(); ++i) {
+            const auto& it = st.items.items[i];
+            if (it.want_logits && !it.tokens.empty())
+              greedy_only = greedy_only && !it.return_logits &&
+                            !(st.items.sampling.at(i).temperature > 0.f);
+          }
+          fin = st.pipe->finish(greedy_only);
         } catch (const std::exception& e) {
           return fail_step(self, e.what());
         }
@@ -197,13 +205,16 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
         step_outcome o;
         o.step = step;
         const auto& logits = s.pipe->logits();
+        const auto& greedy = s.pipe->greedy();  // instead of logits when every row is greedy
         const int64_t V = s.m->config.vocab;
         std::size_t row = 0;
         std::vector<int64_t> seqs, counts;
         for (const auto& it : s.items.items) {
           int32_t tok = -1;
           if (it.want_logits && !it.tokens.empty()) {
-            tok = s.samplers.at(it.seq).sample(logits.data() + row * std::size_t(V), V);
+            tok = !greedy.empty()
+                      ? greedy.at(row)
+                      : s.samplers.at(it.seq).sample(logits.data() + row * std::size_t(V), V);
             ++row;
           }
           o.seqs.push_back(it.seq);

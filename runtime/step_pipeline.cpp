@@ -389,7 +389,7 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   return done_[std::size_t(j)];
 }
 
-event_ref step_pipeline::finish() {
+event_ref step_pipeline::finish(bool greedy_only) {
   const auto& c = model_->config;
   const std::size_t row = std::size_t(c.hidden) * std::size_t(be_.elem_bytes());
   std::vector<const void*> src;
@@ -402,7 +402,16 @@ event_ref step_pipeline::finish() {
   const int64_t R = int64_t(src.size());
   if (R > 0) {
     be_.gather_rows(stream::compute, std::move(src), row, rows_);
-    be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, logits_.data());
+    if (greedy_only) {
+      logits_.clear();
+      greedy_.assign(std::size_t(R), -1);
+      be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, nullptr,
+                 greedy_.data());
+    } else {
+      greedy_.clear();
+      be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_,
+                 logits_.data(), nullptr);
+    }
   }
   finished_ = be_.record(stream::compute);
   return finished_;

@@ -175,10 +175,13 @@ class backend {
   virtual void kv_rebuild(stream s, const model_config& cfg, const device_layer& w, const void* act,
                           int64_t M, std::vector<int32_t> positions, row_ptrs k_dst, row_ptrs v_dst,
                           void* scratch) = 0;
-  /// Final norm + LM head on rows x[R, H] -> float logits[R, vocab] in host memory.
+  /// Final norm + LM head on rows x[R, H] -> float logits[R, vocab] in host memory, unless
+  /// host_logits is null; and, unless host_argmax is null, each row's greedy token (highest
+  /// logit, lowest id on ties) -> host_argmax[R], so greedy decoding need not bring the logits
+  /// over at all.
   virtual void logits(stream s, const model_config& cfg, const void* x, int64_t R,
-                      const void* norm_w, const void* norm_b, const void* head,
-                      float* host_logits) = 0;
+                      const void* norm_w, const void* norm_b, const void* head, float* host_logits,
+                      int32_t* host_argmax) = 0;
 };
 
 /// Loads the host tensors of layer j into `dst` (a device buffer of layer_device_bytes()).

@@ -108,10 +108,13 @@ class step_pipeline {
   /// workspace set may be reused.
   event_ref compute_layer(const layer_ready& r, const event_ref& rebuilt);
   /// Final norm and LM head for the rows that want logits; returns the event after which
-  /// logits() is valid.
-  event_ref finish();
+  /// logits() (or, greedy_only, greedy()) is valid. greedy_only: every such row is decoded
+  /// greedily and none returns its logits, so only the row tokens come back to the host.
+  event_ref finish(bool greedy_only = false);
   /// [rows, vocab] host logits, rows in item order (items with want_logits only).
   const std::vector<float>& logits() const { return logits_; }
+  /// [rows] greedy tokens after finish(true), same rows as logits().
+  const std::vector<int32_t>& greedy() const { return greedy_; }
   const step_layout& layout() const { return layout_; }
   int64_t new_tokens() const { return N_; }
   int64_t rebuilt_rows() const { return act_rows_total_; }
@@ -158,6 +161,7 @@ class step_pipeline {
   std::vector<event_ref> loaded_;
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;
   std::vector<float> logits_;
+  std::vector<int32_t> greedy_;
   std::size_t h2d_bytes_ = 0, d2h_bytes_ = 0;
   bool trace_ = false;
   event_ref t0_, finished_;

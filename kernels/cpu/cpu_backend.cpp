@@ -299,7 +299,8 @@ class cpu_backend final : public backend {
     });
   }
   void logits(stream s, const model_config& cfg, const void* x, int64_t R, const void* norm_w,
-              const void* norm_b, const void* head, float* host_logits) override {
+              const void* norm_b, const void* head, float* host_logits,
+              int32_t* host_argmax) override {
     const bool rms = cfg.architecture == arch::llama;
     const int64_t H = cfg.hidden, V = cfg.vocab;
     const float eps = cfg.norm_eps;
@@ -309,7 +310,21 @@ class cpu_backend final : public backend {
         cpu::rmsnorm_cpu(F(x), F(norm_w), xn.data(), R, H, eps);
       else
         cpu::layernorm_cpu(F(x), F(norm_w), F(norm_b), xn.data(), R, H, eps);
-      cpu::linear_cpu(xn.data(), F(head), nullptr, host_logits, R, V, H);
+      std::vector<float> own;
+      float* lg = host_logits;
+      if (!lg) {
+        own.resize(static_cast<std::size_t>(R * V));
+        lg = own.data();
+      }
+      cpu::linear_cpu(xn.data(), F(head), nullptr, lg, R, V, H);
+      if (host_argmax)
+        for (int64_t r = 0; r < R; ++r) {
+          const float* row = lg + r * V;
+          int64_t best = 0;
+          for (int64_t i = 1; i < V; ++i)
+            if (row[i] > row[best]) best = i;  // first of equal maxima
+          host_argmax[r] = int32_t(best);
+        }
     });
   }
 

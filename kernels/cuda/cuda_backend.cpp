@@ -443,7 +443,8 @@ class cuda_backend final : public backend {
     }
   }
   void logits(stream s, const model_config& cfg, const void* x, int64_t R, const void* norm_w,
-              const void* norm_b, const void* head, float* host_logits) override {
+              const void* norm_b, const void* head, float* host_logits,
+              int32_t* host_argmax) override {
     if (R <= 0) return;
     const bool rms = cfg.architecture == arch::llama;
     const int64_t Hd = cfg.hidden, V = cfg.vocab;
@@ -454,8 +455,11 @@ class cuda_backend final : public backend {
     std::lock_guard<std::mutex> lk(L.m);
     cublasHandle_t handle = L.blas();
     L.ensure_device(L.xn, L.xn_cap, xn_bytes, "logits: normed rows");
-    L.ensure_device(L.lg, L.lg_cap, lg_bytes, "logits: f32 logits");
-    L.ensure_pinned(L.lg_host, L.lg_host_cap, lg_bytes);
+    // [R, V] f32 logits, then (greedy) the R row tokens, 256-byte aligned.
+    const std::size_t ids_at = (lg_bytes + 255) & ~std::size_t(255), ids = std::size_t(R) * 4;
+    const std::size_t need = host_argmax ? ids_at + ids : lg_bytes;
+    L.ensure_device(L.lg, L.lg_cap, need, "logits: f32 logits");
+    L.ensure_pinned(L.lg_host, L.lg_host_cap, need);
     __half* xn = H(L.xn.get());
     if (rms)
       cuda::rmsnorm(H(x), H(norm_w), xn, R, Hd, cfg.norm_eps, L.s);
@@ -467,14 +471,26 @@ class cuda_backend final : public backend {
                                head, CUDA_R_16F, int(Hd), xn, CUDA_R_16F, int(Hd), &beta,
                                L.lg.get(), CUDA_R_32F, int(V), CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));
-    HS_CUDA_TRY(
-        cudaMemcpyAsync(L.lg_host.get(), L.lg.get(), lg_bytes, cudaMemcpyDeviceToHost, L.s));
-    // The caller's buffer is pageable: a host function copies into it in stream order.
-    auto* job = new host_copy_job{host_logits, L.lg_host.get(), lg_bytes};
-    const cudaError_t r = cudaLaunchHostFunc(L.s, run_host_copy, job);
-    if (r != cudaSuccess) {
-      delete job;
-      HS_CUDA_TRY(r);
+    // The caller's buffers are pageable: host functions copy into them in stream order.
+    const auto to_caller = [&](void* dst, const void* pinned, std::size_t bytes) {
+      auto* job = new host_copy_job{dst, pinned, bytes};
+      const cudaError_t r = cudaLaunchHostFunc(L.s, run_host_copy, job);
+      if (r != cudaSuccess) {
+        delete job;
+        HS_CUDA_TRY(r);
+      }
+    };
+    if (host_argmax) {
+      auto* dev_ids = reinterpret_cast<int32_t*>(static_cast<char*>(L.lg.get()) + ids_at);
+      cuda::argmax_rows(static_cast<const float*>(L.lg.get()), R, V, dev_ids, L.s);
+      char* pinned = static_cast<char*>(L.lg_host.get()) + ids_at;
+      HS_CUDA_TRY(cudaMemcpyAsync(pinned, dev_ids, ids, cudaMemcpyDeviceToHost, L.s));
+      to_caller(host_argmax, pinned, ids);
+    }
+    if (host_logits) {
+      HS_CUDA_TRY(
+          cudaMemcpyAsync(L.lg_host.get(), L.lg.get(), lg_bytes, cudaMemcpyDeviceToHost, L.s));
+      to_caller(host_logits, L.lg_host.get(), lg_bytes);
     }
   }
 

@@ -2,6 +2,7 @@
 // OPT-shaped workloads (embed, norm, linear, rope, kv_rebuild into scattered cache rows,
 // scatter/gather to device and mapped host memory, paged attention, logits), compared within
 // fp16 tolerance; plus events across streams, on_done, pinned-copy caching and budget errors.
+#include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -297,7 +298,7 @@ void run_workload(hs::arch arch) {
     be.gather_rows(stream::compute, {x.at(d, k, 2 * H), x.at(d, k, 4 * H)},
                    std::size_t(H) * d.eb(k), rows.p[k]);
     be.logits(stream::compute, c, rows.p[k], 2, b_fw.p[k], opt ? b_fb.p[k] : nullptr, b_head.p[k],
-              lg[std::size_t(k)].data());
+              lg[std::size_t(k)].data(), nullptr);
     fin[std::size_t(k)] = be.record(stream::compute);
   });
   check(d, rows, 2e-2, 2e-2, "gather_rows");
@@ -309,6 +310,20 @@ void run_workload(hs::arch arch) {
     REQUIRE(e->done());
   }
   gt::check_close(lg[GPU], lg[CPU], 2e-2, 2e-2, "logits");
+
+  // Greedy rows: only the tokens come back, each the first maximum of that backend's logits.
+  std::array<std::vector<int32_t>, 2> ids;
+  d.both([&](hs::backend& be, int k) {
+    ids[std::size_t(k)].assign(2, -1);
+    be.logits(stream::compute, c, rows.p[k], 2, b_fw.p[k], opt ? b_fb.p[k] : nullptr, b_head.p[k],
+              nullptr, ids[std::size_t(k)].data());
+    be.synchronize();
+    for (int r = 0; r < 2; ++r) {
+      const auto* row = lg[std::size_t(k)].data() + std::size_t(r) * std::size_t(V);
+      CHECK(ids[std::size_t(k)][std::size_t(r)] ==
+            int32_t(std::max_element(row, row + V) - row));
+    }
+  });
 
   // Rows to mapped pinned host memory (as host-tier cache blocks are) and back.
   buf back = alloc(d, N * KV, "gathered rows");
