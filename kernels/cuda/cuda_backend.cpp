@@ -482,7 +482,7 @@ class cuda_backend final : public backend {
     };
     if (host_argmax) {
       auto* dev_ids = reinterpret_cast<int32_t*>(static_cast<char*>(L.lg.get()) + ids_at);
-      cuda::argmax_rows(static_cast<const float*>(L.lg.get()), R, V, dev_ids, L.s);
+      cuda::argmax_rows(reinterpret_cast<const float*>(L.lg.get()), R, V, dev_ids, L.s);
       char* pinned = static_cast<char*>(L.lg_host.get()) + ids_at;
       HS_CUDA_TRY(cudaMemcpyAsync(pinned, dev_ids, ids, cudaMemcpyDeviceToHost, L.s));
       to_caller(host_argmax, pinned, ids);

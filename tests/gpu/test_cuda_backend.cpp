@@ -312,15 +312,15 @@ void run_workload(hs::arch arch) {
   gt::check_close(lg[GPU], lg[CPU], 2e-2, 2e-2, "logits");
 
   // Greedy rows: only the tokens come back, each the first maximum of that backend's logits.
-  std::array<std::vector<int32_t>, 2> ids;
+  std::array<std::vector<int32_t>, 2> greedy;
   d.both([&](hs::backend& be, int k) {
-    ids[std::size_t(k)].assign(2, -1);
+    greedy[std::size_t(k)].assign(2, -1);
     be.logits(stream::compute, c, rows.p[k], 2, b_fw.p[k], opt ? b_fb.p[k] : nullptr, b_head.p[k],
-              nullptr, ids[std::size_t(k)].data());
+              nullptr, greedy[std::size_t(k)].data());
     be.synchronize();
     for (int r = 0; r < 2; ++r) {
       const auto* row = lg[std::size_t(k)].data() + std::size_t(r) * std::size_t(V);
-      CHECK(ids[std::size_t(k)][std::size_t(r)] ==
+      CHECK(greedy[std::size_t(k)][std::size_t(r)] ==
             int32_t(std::max_element(row, row + V) - row));
     }
   });
