@@ -119,22 +119,34 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       // under prefill-first scheduling, at most one prompt's earlier chunks. The buffer pool
       // lets one pass's buffers go for the other's, so only the larger is reserved; mixed
       // passes need both at once.
+      const auto& c = m->config;
       const std::size_t eb = std::size_t(p->be->elem_bytes());
       const int64_t seq_ctx = o.context_hint + o.block_size;  // a block of slack
       const int64_t ctx = int64_t(o.batch_hint) * seq_ctx;
-      const int64_t pass =
-          o.prefill_first
-              ? int64_t(std::max(
-                    pass_device_bytes_worst(m->config, eb, o.max_step_tokens, seq_ctx),
-                    pass_device_bytes_worst(m->config, eb, o.batch_hint, ctx)))
-              : int64_t(pass_device_bytes_worst(
-                    m->config, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx));
-      // (+1/4: the decoder's buffer pool grows buffers with that much slack.)
-      const int64_t reserve =
-          pass * 5 / 4 +
-          int64_t(attn_scratch);  // prefill attention scores (CUDA), allocated on first use
-      ao.device_cache_cap =
-          std::max<int64_t>(0, int64_t(budget) - int64_t(p->be->device_used()) - reserve);
+      const int64_t left = int64_t(budget) - int64_t(p->be->device_used());
+      // Only host-tier cache is staged; what the cache cap keeps on the device is read in place.
+      // The fewest tokens the cap holds (all in the larger form) bound the host tier's share.
+      const int64_t token_bytes =
+          int64_t(c.n_layer) * std::max<int64_t>(2 * c.kv_dim(), c.hidden) * int64_t(eb);
+      const auto reserve_for = [&](int64_t host_ctx) {
+        const int64_t pass =
+            o.prefill_first
+                ? int64_t(std::max(
+                      pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, seq_ctx),
+                      pass_device_bytes_worst(c, eb, o.batch_hint, ctx, host_ctx)))
+                : int64_t(pass_device_bytes_worst(
+                      c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, host_ctx));
+        // (+1/4: the decoder's buffer pool grows buffers with that much slack.)
+        return pass * 5 / 4 +
+               int64_t(attn_scratch);  // prefill attention scores (CUDA), allocated on first use
+      };
+      // From "all of it on the host" up: each round's host share comes from the previous,
+      // smaller cap, so every reserve covers the cap it leads to.
+      int64_t cap = std::max<int64_t>(0, left - reserve_for(ctx));
+      for (int round = 0; round < 4; ++round)
+        cap = std::max<int64_t>(
+            cap, left - reserve_for(std::max<int64_t>(0, ctx - cap / std::max<int64_t>(1, token_bytes))));
+      ao.device_cache_cap = cap;
     }
 
     // Re-plans keep this placement and only move the ratio.

@@ -10,23 +10,25 @@
 namespace hs {
 
 std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new_tokens,
-                              int64_t staged_tokens, int64_t act_tokens) {
+                              int64_t staged_tokens, int64_t act_tokens, int64_t host_act_tokens) {
   const std::size_t N = std::size_t(new_tokens), H = std::size_t(c.hidden);
   const std::size_t Q = std::size_t(c.q_dim()), KV = std::size_t(c.kv_dim());
   const std::size_t F = std::size_t(c.ffn) * (c.architecture == arch::llama ? 2 : 1);
   const std::size_t buffers =
       N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
   const std::size_t S = std::size_t(staged_tokens), A = std::size_t(act_tokens);
-  const std::size_t workspace = 2 * S * 2 * KV + A * 2 * KV + 2 * A * H +
-                                std::size_t(std::min(act_tokens, k_rebuild_chunk_rows)) * (H + 2 * KV);
+  const std::size_t workspace = 2 * S * 2 * KV + A * 2 * KV + 2 * std::size_t(host_act_tokens) * H +
+                                rebuild_scratch_elems(c, std::min(act_tokens, k_rebuild_chunk_rows));
   return (buffers + workspace) * eb;
 }
 
 std::size_t pass_device_bytes_worst(const model_config& c, std::size_t eb, int64_t new_tokens,
-                                    int64_t context_tokens) {
-  // Linear in the split, so the worst is at one end: all host KV or all activations.
-  return std::max(pass_device_bytes(c, eb, new_tokens, context_tokens, 0),
-                  pass_device_bytes(c, eb, new_tokens, 0, context_tokens));
+                                    int64_t context_tokens, int64_t host_tokens) {
+  // Linear in the split, so the worst is at one end: all KV (only host KV needs slots) or all
+  // activations (every one rebuilt, the host ones staged).
+  const int64_t host = std::min(host_tokens, context_tokens);
+  return std::max(pass_device_bytes(c, eb, new_tokens, host, 0, 0),
+                  pass_device_bytes(c, eb, new_tokens, 0, context_tokens, host));
 }
 
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job) {
@@ -36,17 +38,32 @@ event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_jo
   be.wait(s, job.cache_loaded);
   if (job.M > 0) {
     const std::size_t row = std::size_t(cfg.hidden) * std::size_t(be.elem_bytes());
-    // A kernel, not the copy engines: those are busy with the host-to-device link.
-    be.gather_rows(s, job.device_act, row, job.act_rows);
-    // In chunks, so the scratch (normed rows + their K|V) stays small whatever the batch.
+    const int64_t D = int64_t(job.device_act.size());
+    const auto host_row = [&](int64_t r) {
+      return static_cast<const char*>(job.host_rows) + std::size_t(r - D) * row;
+    };
+    char* gathered = static_cast<char*>(job.scratch);  // [chunk, hidden], then the rebuild's
+    char* rebuild_scratch = gathered + std::size_t(std::min(job.M, k_rebuild_chunk_rows)) * row;
+    // In chunks, so the scratch (input, normed rows, their K|V) stays small whatever the batch.
     for (int64_t r0 = 0; r0 < job.M; r0 += k_rebuild_chunk_rows) {
       const int64_t n = std::min(k_rebuild_chunk_rows, job.M - r0);
       const auto at = [&](const auto& v) {
         using T = typename std::decay_t<decltype(v)>::value_type;
         return std::vector<T>(v.begin() + r0, v.begin() + r0 + n);
       };
-      be.kv_rebuild(s, cfg, job.w, static_cast<const char*>(job.act_rows) + std::size_t(r0) * row,
-                    n, at(job.positions), at(job.k_dst), at(job.v_dst), job.scratch);
+      const void* in = nullptr;
+      if (r0 >= D) {
+        in = host_row(r0);  // staged contiguously by load_cache
+      } else {
+        // A kernel, not the copy engines: those are busy with the host-to-device link.
+        std::vector<const void*> src(static_cast<std::size_t>(n));
+        for (int64_t r = r0; r < r0 + n; ++r)
+          src[std::size_t(r - r0)] = r < D ? job.device_act[std::size_t(r)] : host_row(r);
+        be.gather_rows(s, std::move(src), row, gathered);
+        in = gathered;
+      }
+      be.kv_rebuild(s, cfg, job.w, in, n, at(job.positions), at(job.k_dst), at(job.v_dst),
+                    rebuild_scratch);
     }
   }
   return be.record(s);
@@ -64,7 +81,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
   N_ = int64_t(ids_.size());
   // Routes: which blocks attention reads in place (device KV) and which get a workspace slot
   // (host KV, and activations whose K/V are rebuilt), with each act block's staging rows.
-  int64_t device_act_rows = 0;  // act rows read from device-tier blocks
+  device_act_rows_ = 0;  // act rows read in place from device-tier blocks
   routes_.resize(layout_.items.size());
   for (std::size_t i = 0; i < layout_.items.size(); ++i) {
     for (const auto& b : layout_.blocks[i]) {
@@ -74,7 +91,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
         r.kind = b.tier == cache_tier::device ? route::kv_device : route::kv_host;
       } else {
         r.kind = route::act;
-        if (b.tier == cache_tier::device) device_act_rows += r.past;
+        if (b.tier == cache_tier::device) device_act_rows_ += r.past;
         act_rows_total_ += r.past;
       }
       if (r.kind == route::kv_host) r.slot = n_slots_++;
@@ -83,7 +100,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
     }
   }
   // Staging rows: device-tier act rows first (one gather), then host-tier ones.
-  int64_t next_dev = 0, next_host = device_act_rows;
+  int64_t next_dev = 0, next_host = device_act_rows_;
   for (std::size_t i = 0; i < routes_.size(); ++i)
     for (std::size_t b = 0; b < routes_[i].size(); ++b) {
       auto& r = routes_[i][b];
@@ -135,12 +152,12 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
     const std::string set = " (set " + std::to_string(s) + ")";
     alloc(&ws_slots_[s], std::size_t(n_slots_) * layout_.kv_layer_bytes / eb,
           "host KV workspace" + set);
-    alloc(&ws_act_[s], std::size_t(act_rows_total_) * c.hidden, "activation staging" + set);
+    alloc(&ws_act_[s], std::size_t(act_rows_total_ - device_act_rows_) * c.hidden,
+          "activation staging" + set);
   }
   alloc(&ws_act_slots_, std::size_t(n_act_slots_) * layout_.kv_layer_bytes / eb,
         "rebuilt KV workspace");
-  alloc(&ws_scratch_,
-        std::size_t(std::min(act_rows_total_, k_rebuild_chunk_rows)) * (c.hidden + 2 * c.kv_dim()),
+  alloc(&ws_scratch_, rebuild_scratch_elems(c, std::min(act_rows_total_, k_rebuild_chunk_rows)),
         "rebuild scratch");
   pool_.acquire(reqs);
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
@@ -176,8 +193,9 @@ void step_pipeline::load_cache(int j) {
         h2d_bytes_ += 2 * std::size_t(rt.past) * kv_row;
       } else if (rt.kind == route::act && blk.tier == cache_tier::host) {
         const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
-        loads.push_back({static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row) * act_row, a,
-                         std::size_t(rt.past) * act_row});
+        loads.push_back({static_cast<char*>(ws_act_[set]) +
+                             std::size_t(rt.act_row - device_act_rows_) * act_row,
+                         a, std::size_t(rt.past) * act_row});
         h2d_bytes_ += std::size_t(rt.past) * act_row;
       }
     }
@@ -199,7 +217,7 @@ rebuild_job step_pipeline::rebuild_job_for(const layer_ready& r) const {
   job.kv_ready = r.kv_ready;
   job.cache_loaded = loaded_.at(std::size_t(j));
   job.set_free = rebuild_slots_free(j);
-  job.act_rows = ws_act_[set];
+  job.host_rows = ws_act_[set];
   job.scratch = ws_scratch_;
   job.M = act_rows_total_;
   job.positions.resize(std::size_t(act_rows_total_));
@@ -210,8 +228,8 @@ rebuild_job step_pipeline::rebuild_job_for(const layer_ready& r) const {
       const auto& rt = routes_[i][b];
       const auto& blk = layout_.blocks[i][b];
       if (rt.past == 0 || rt.kind != route::act) continue;
-      // Device-tier rows are gathered into the staging by the rebuild; host-tier ones are
-      // already there (load_cache).
+      // Device-tier rows are read in place by the rebuild; host-tier ones are staged
+      // (load_cache).
       const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
       if (blk.tier == cache_tier::device)
         for (int64_t t = 0; t < rt.past; ++t) job.device_act.push_back(a + std::size_t(t) * act_row);

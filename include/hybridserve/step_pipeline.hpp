@@ -51,32 +51,39 @@ struct rebuild_job {
   int layer = 0;
   device_layer w;
   event_ref kv_ready;      // Wk|Wv and the norm are on the device
-  event_ref cache_loaded;  // host-tier act rows are staged in act_rows
+  event_ref cache_loaded;  // host-tier act rows are staged in host_rows
   event_ref set_free;      // the rebuilt-K/V slots are no longer read (layer j - 1 computed)
-  // Device-tier act rows, gathered (one kernel) into staging rows 0 .. size-1 first; the
-  // host-tier rows follow them, already copied there by load_cache.
+  // Rows 0 .. device_act.size() - 1 are read in place from device-tier blocks; the rest, the
+  // host-tier rows, were copied to host_rows by load_cache. Each chunk of rows is gathered
+  // into the scratch (unless it lies in host_rows already) and rebuilt from there.
   std::vector<const void*> device_act;
-  void* act_rows = nullptr;  // [M, hidden] staging of every act row to rebuild
+  void* host_rows = nullptr;  // [M - device_act.size(), hidden]
   int64_t M = 0;
   std::vector<int32_t> positions;  // [M]
   row_ptrs k_dst, v_dst;           // [M] rows in workspace slots
-  void* scratch = nullptr;         // M * (hidden + 2 * kv_dim) elems
+  void* scratch = nullptr;         // rebuild_scratch_elems(min(M, chunk)) elems
 };
 
 /// Rows the K/V rebuild processes per kernel call (bounds its scratch).
 constexpr int64_t k_rebuild_chunk_rows = 4096;
+/// Scratch elements of a rebuild chunk of `rows`: gathered input, normed rows, their K|V.
+inline std::size_t rebuild_scratch_elems(const model_config& c, int64_t rows) {
+  return std::size_t(rows) * std::size_t(2 * c.hidden + 2 * c.kv_dim());
+}
 
 /// Device bytes one pass allocates: buffers for `new_tokens`; two sets of K/V slots for
 /// `staged_tokens` of host-tier KV (the link fills one while attention reads the other); for
 /// `act_tokens` of activations, one set of K/V slots their rebuild writes (the GPU makes them,
-/// so the rebuild of layer j + 1 simply follows layer j's attention), two sets of staging rows
-/// and one rebuild scratch.
+/// so the rebuild of layer j + 1 simply follows layer j's attention) and one rebuild scratch;
+/// two sets of staging rows for the `host_act_tokens` of them that come over the link.
 std::size_t pass_device_bytes(const model_config& c, std::size_t elem_bytes, int64_t new_tokens,
-                              int64_t staged_tokens, int64_t act_tokens);
+                              int64_t staged_tokens, int64_t act_tokens, int64_t host_act_tokens);
 /// The most pass_device_bytes() can be for `new_tokens` and `context_tokens` cached tokens
-/// split in any way between host-tier KV and activations (what the engine reserves).
+/// of which at most `host_tokens` are in the host tier, the rest split in any way between KV and
+/// activations (what the engine reserves).
 std::size_t pass_device_bytes_worst(const model_config& c, std::size_t elem_bytes,
-                                    int64_t new_tokens, int64_t context_tokens);
+                                    int64_t new_tokens, int64_t context_tokens,
+                                    int64_t host_tokens);
 
 /// Enqueues a rebuild job on the rebuild stream and returns its completion event.
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job);
@@ -151,12 +158,13 @@ class step_pipeline {
   void *tmp_ = nullptr, *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
   void* ws_slots_[2] = {};      // host-tier KV, [n_slots_, kv_layer_bytes] each
   void* ws_act_slots_ = nullptr;  // rebuilt K/V, [n_act_slots_, kv_layer_bytes]
-  void* ws_act_[2] = {};        // act staging, [act_rows_total_, hidden] each
+  void* ws_act_[2] = {};        // host-tier act staging, [act_rows_total_ - device rows, hidden]
   void* ws_scratch_ = nullptr;  // rebuild scratch (the rebuild stream runs one layer at a time)
   std::vector<std::vector<block_route>> routes_;  // per item, per block (constructor)
   int64_t n_slots_ = 0;                           // host-KV workspace block slots per set
   int64_t n_act_slots_ = 0;                       // rebuilt-K/V block slots
   int64_t act_rows_total_ = 0;                    // act rows rebuilt per layer
+  int64_t device_act_rows_ = 0;                   // of them read in place (device tier)
   std::vector<event_ref> done_;                   // per layer
   std::vector<event_ref> loaded_;
   const void *final_norm_w_ = nullptr, *final_norm_b_ = nullptr, *head_ = nullptr;

@@ -229,7 +229,7 @@ TEST_CASE("a budget that holds every weight but not a prefill pass streams layer
   const int64_t layers = int64_t(c.n_layer) * int64_t(hs::layer_device_elems(c)) * eb;
   const int64_t head = int64_t(c.vocab + 1) * c.hidden * eb;
   const int64_t step_tokens = 256;
-  const int64_t pass = int64_t(hs::pass_device_bytes(c, std::size_t(eb), step_tokens, 0, 0));
+  const int64_t pass = int64_t(hs::pass_device_bytes(c, std::size_t(eb), step_tokens, 0, 0, 0));
   hs::engine_options o;
   o.cal = test_calibration();
   o.max_step_tokens = int(step_tokens);
@@ -341,4 +341,54 @@ TEST_CASE("streamed layers: each pass finds its first layers uploaded ahead of i
     // Every pass after the first finds two streamed layers there (3 - resident of them).
     CHECK(rep.weights.prefetch_hits == 2 * (rep.intake.steps - 1));
   }
+}
+
+TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the device", "[engine]") {
+  // 2 x 2100 = 4200 act rows a layer: the rebuild's first chunk (4096 rows) mixes device-tier
+  // rows with staged host rows and its second lies in the staging alone. Rebuilt K/V must give
+  // what K/V kept as such gives.
+  auto cfg = hs::synthetic_config("llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,"
+                                  "max_pos=4096");
+  REQUIRE(cfg.ok());
+  cfg->weight_dtype = hs::dtype::f32;
+  auto m = hs::make_synthetic_model(*cfg, 11);
+  REQUIRE(m.ok());
+  std::vector<hs::generation_request> reqs(2);
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    for (int t = 0; t < 2100; ++t) reqs[i].prompt.push_back(3 + int32_t((t * 7 + i * 13) % 256));
+    reqs[i].max_tokens = 3;
+    reqs[i].sampling.temperature = 0;
+    reqs[i].stop_at_eos = false;
+    reqs[i].return_logits = true;
+  }
+  std::vector<std::vector<float>> by_ratio[2];
+  for (const double ratio : {0.0, 1.0}) {
+    hs::engine_options o;
+    o.cal = test_calibration();
+    o.auto_ratio = false;
+    o.kv_ratio = ratio;
+    o.block_size = 64;
+    o.max_step_tokens = 4200;
+    const int64_t eb = 4, per_token = int64_t(cfg->n_layer) * cfg->hidden * eb;  // an act token
+    o.device_cache_cap = 1000 * per_token;  // ~1000 act tokens on the device, the rest host
+    auto e = hs::engine::start(*m, o);
+    REQUIRE(e.ok());
+    int64_t peak[2] = {0, 0};  // blocks of the ratio's form per tier
+    const int form = ratio == 0.0 ? 1 : 0;
+    const auto res = (*e)->generate(reqs, [&](std::size_t, int32_t) {
+      const auto u = (*e)->report().cache.usage;
+      for (int t = 0; t < 2; ++t) peak[t] = std::max(peak[t], u.blocks[form][t]);
+    });
+    CHECK(peak[0] > 0);  // both tiers in use
+    CHECK(peak[1] > 0);
+    for (const auto& r : res) {
+      REQUIRE(r.result.error == "");
+      REQUIRE(r.result.logits.size() == 3);
+      std::vector<float> all;
+      for (const auto& row : r.result.logits) all.insert(all.end(), row.begin(), row.end());
+      by_ratio[ratio == 0.0 ? 0 : 1].push_back(all);
+    }
+  }
+  for (std::size_t i = 0; i < reqs.size(); ++i)
+    CHECK(hs::test::max_abs_diff(by_ratio[0][i], by_ratio[1][i]) < 1e-4);
 }
