@@ -391,8 +391,7 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   mark(3);
   if (opt) {
     be_.norm(s, x_, w.ffn_norm_w, w.ffn_norm_b, xn_, N, H, c.norm_eps, false);
-    be_.linear(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
-    be_.relu(s, up_, N * Fd);
+    be_.linear_relu(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
   } else {
     be_.norm(s, x_, w.ffn_norm_w, nullptr, xn_, N, H, c.norm_eps, true);
     be_.linear(s, xn_, w.w_gate, w.b_gate, gate_, N, Fd, H);

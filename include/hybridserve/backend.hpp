@@ -160,6 +160,13 @@ class backend {
   virtual void rope(stream s, void* x, int64_t row_stride, std::vector<int32_t> positions,
                     int64_t heads, int64_t D, float theta) = 0;
   virtual void relu(stream s, void* x, int64_t n) = 0;
+  /// relu(x w^T + b): linear() then relu(); a backend may fuse the bias and the ReLU into one
+  /// pass over y (the CUDA one does: at prefill, y is the widest activation of the layer).
+  virtual void linear_relu(stream s, const void* x, const void* w, const void* b, void* y,
+                           int64_t M, int64_t N, int64_t K) {
+    linear(s, x, w, b, y, M, N, K);
+    relu(s, y, M * N);
+  }
   /// out = silu(gate) * up, [n].
   virtual void silu_mul(stream s, const void* gate, const void* up, void* out, int64_t n) = 0;
   /// x += y, [n].

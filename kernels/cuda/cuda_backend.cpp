@@ -324,6 +324,13 @@ class cuda_backend final : public backend {
     cuda::rope_strided(H(x), row_stride, reinterpret_cast<const int32_t*>(d[0]),
                        int64_t(positions.size()), heads, D, theta, L.s);
   }
+  void linear_relu(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                   int64_t N, int64_t K) override {
+    cuda::stream_lane& L = lane_of(s);
+    std::lock_guard<std::mutex> lk(L.m);
+    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K);
+    cuda::bias_act(H(y), b ? H(b) : nullptr, H(y), M, N, cuda::activation::relu, L.s);
+  }
   void relu(stream s, void* x, int64_t n) override {
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);

@@ -282,6 +282,11 @@ void run_workload(hs::arch arch) {
     be.add(stream::compute, x.p[k], tmp.p[k], N * H);
   });
   check(d, x, 2e-2, 2e-2, "linear + bias + residual add");
+  // The fused ReLU (CUDA) against linear then relu (the CPU backend's default).
+  d.both([&](hs::backend& be, int k) {
+    be.linear_relu(stream::compute, attn.p[k], b_wo.p[k], b_bo.p[k], tmp.p[k], N, H, Q);
+  });
+  check(d, tmp, 2e-2, 2e-2, "linear + bias + relu");
   d.both([&](hs::backend& be, int k) {
     be.silu_mul(stream::compute, q.p[k], attn.p[k], attn.p[k], N * Q);
     be.relu(stream::compute, tmp.p[k], N * H);
