@@ -27,7 +27,7 @@ run() {  # name, seconds, args...
     grep -oE "\[pass [0-9]+\].*" "$f.txt" | head -12
   done
 }
-run W1 150 --shape opt-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB
+run W1 300 --shape opt-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB
 run W5 150 --shape llama-3-8b --batch 128 --prompt 512 --gen 32 --device-budget 16GiB
 run W4 150 --shape llama-2-13b --batch 128 --prompt 512 --gen 32 --device-budget 24GiB
 run W3 200 --shape opt-30b --batch 32 --prompt 512 --gen 32 --device-budget 24GiB
