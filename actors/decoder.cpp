@@ -44,13 +44,15 @@ struct decoder_state {
 
 using decoder_ptr = decoder_actor::stateful_pointer<decoder_state>;
 
-void fail_step(decoder_ptr self, const std::string& why) {
+// `held`: a layer taken out of the maps whose work may be enqueued; released after the sync.
+void fail_step(decoder_ptr self, const std::string& why, int32_t held = -1) {
   auto& st = self->state;
   if (st.pipe) st.be->synchronize();  // buffers may still be read by enqueued work
   st.pipe.reset();
   if (st.pool) st.pool->clear();  // give the budget back: the next pass may be smaller
   // Ring slots of layers this pass holds go back to the loader (the device is idle), or the
   // next pass would wait for them forever. Requests still in flight release on arrival.
+  if (held >= 0) self->send(st.loader, release_atom::value, held, event_ref{});
   for (const auto& [j, r] : st.arrived) self->send(st.loader, release_atom::value, j, event_ref{});
   for (const auto& [j, r] : st.rebuilt) self->send(st.loader, release_atom::value, j, event_ref{});
   st.arrived.clear();
@@ -83,8 +85,7 @@ void advance(decoder_ptr self) {
       try {
         job = st.pipe->rebuild_job_for(r);
       } catch (const std::exception& e) {
-        self->send(st.loader, release_atom::value, r.layer, event_ref{});
-        return fail_step(self, e.what());
+        return fail_step(self, e.what(), r.layer);
       }
       self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
           .then([=](const event_ref& e) {
@@ -106,8 +107,7 @@ void advance(decoder_ptr self) {
         done = st.pipe->compute_layer(ready, rebuilt);
         if (ready.layer + 2 < L) st.pipe->load_cache(ready.layer + 2);
       } catch (const std::exception& e) {
-        self->send(st.loader, release_atom::value, ready.layer, event_ref{});
-        return fail_step(self, e.what());
+        return fail_step(self, e.what(), ready.layer);
       }
       self->send(st.loader, release_atom::value, ready.layer, done);
       progress = true;
@@ -119,8 +119,8 @@ void advance(decoder_ptr self) {
           for (std::size_t i = 0; i < st.items.items.size(); ++i) {
             const auto& it = st.items.items[i];
             if (it.want_logits && !it.tokens.empty())
-              greedy_only = greedy_only && !it.return_logits &&
-                            !(st.items.sampling.at(i).temperature > 0.f);
+              greedy_only =
+                  greedy_only && !it.return_logits && !(st.items.sampling.at(i).temperature > 0.f);
           }
           fin = st.pipe->finish(greedy_only);
         } catch (const std::exception& e) {
@@ -238,13 +238,13 @@ decoder_actor::behavior_type decoder(decoder_ptr self, backend* be, std::shared_
             return std::chrono::duration<double, std::milli>(b - a).count();
           };
           char line[200];
-          std::snprintf(line, sizeof line,
-                        "[pass %lld] %lld new tokens, %lld act rows a layer; idle before it %.1f ms, "
-                        "layout %.1f ms, on the device %.1f ms (sampling %.1f ms of it)\n",
-                        (long long)step, (long long)o.new_tokens,
-                        (long long)s.pipe->rebuilt_rows(),
-                        s.t_last_done.time_since_epoch().count() ? ms(s.t_last_done, s.t0) : 0.0,
-                        ms(s.t0, s.t_layout), ms(s.t_layout, now), ms(t_sample, now));
+          std::snprintf(
+              line, sizeof line,
+              "[pass %lld] %lld new tokens, %lld act rows a layer; idle before it %.1f ms, "
+              "layout %.1f ms, on the device %.1f ms (sampling %.1f ms of it)\n",
+              (long long)step, (long long)o.new_tokens, (long long)s.pipe->rebuilt_rows(),
+              s.t_last_done.time_since_epoch().count() ? ms(s.t_last_done, s.t0) : 0.0,
+              ms(s.t0, s.t_layout), ms(s.t_layout, now), ms(t_sample, now));
           o.trace = line;
           s.t_last_done = now;
         }

@@ -131,9 +131,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       const auto reserve_for = [&](int64_t host_ctx) {
         const int64_t pass =
             o.prefill_first
-                ? int64_t(std::max(
-                      pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, seq_ctx),
-                      pass_device_bytes_worst(c, eb, o.batch_hint, ctx, host_ctx)))
+                ? int64_t(
+                      std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, seq_ctx),
+                               pass_device_bytes_worst(c, eb, o.batch_hint, ctx, host_ctx)))
                 : int64_t(pass_device_bytes_worst(
                       c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, host_ctx));
         // (+1/4: the decoder's buffer pool grows buffers with that much slack.)
@@ -144,8 +144,8 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       // smaller cap, so every reserve covers the cap it leads to.
       int64_t cap = std::max<int64_t>(0, left - reserve_for(ctx));
       for (int round = 0; round < 4; ++round)
-        cap = std::max<int64_t>(
-            cap, left - reserve_for(std::max<int64_t>(0, ctx - cap / std::max<int64_t>(1, token_bytes))));
+        cap = std::max<int64_t>(cap, left - reserve_for(std::max<int64_t>(
+                                                0, ctx - cap / std::max<int64_t>(1, token_bytes))));
       ao.device_cache_cap = cap;
     }
 

@@ -123,8 +123,8 @@ loader_actor::behavior_type layer_loader(loader_ptr self, backend* be,
       [=](mailbox_atom) -> int64_t { return int64_t(self->mailbox().size()); },
       [=](head_atom) -> head_weights {
         const auto& w = *self->state.weights;
-        return head_weights{w.final_norm_w(),    w.final_norm_b(), w.head(),
-                            w.resident_layers(), w.ring_slots(),   w.device_bytes(),
+        return head_weights{w.final_norm_w(),         w.final_norm_b(), w.head(),
+                            w.resident_layers(),      w.ring_slots(),   w.device_bytes(),
                             self->state.prefetch_hits};
       },
   };

@@ -17,18 +17,25 @@ std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new
   const std::size_t buffers =
       N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
   const std::size_t S = std::size_t(staged_tokens), A = std::size_t(act_tokens);
-  const std::size_t workspace = 2 * S * 2 * KV + A * 2 * KV + 2 * std::size_t(host_act_tokens) * H +
-                                rebuild_scratch_elems(c, std::min(act_tokens, k_rebuild_chunk_rows));
+  const std::size_t workspace =
+      2 * S * 2 * KV + A * 2 * KV + 2 * std::size_t(host_act_tokens) * H +
+      rebuild_scratch_elems(c, std::min(act_tokens, k_rebuild_chunk_rows));
   return (buffers + workspace) * eb;
 }
 
 std::size_t pass_device_bytes_worst(const model_config& c, std::size_t eb, int64_t new_tokens,
                                     int64_t context_tokens, int64_t host_tokens) {
-  // Linear in the split, so the worst is at one end: all KV (only host KV needs slots) or all
-  // activations (every one rebuilt, the host ones staged).
-  const int64_t host = std::min(host_tokens, context_tokens);
-  return std::max(pass_device_bytes(c, eb, new_tokens, host, 0, 0),
-                  pass_device_bytes(c, eb, new_tokens, 0, context_tokens, host));
+  // Linear in how the host tokens split between KV and activations and, separately, how the
+  // device ones do: the worst is at a corner of that box.
+  const int64_t C = context_tokens, h = std::min(host_tokens, context_tokens), d = C - h;
+  std::size_t worst = 0;
+  for (const bool host_kv : {false, true})
+    for (const bool device_act : {false, true}) {
+      const int64_t staged = host_kv ? h : 0, host_act = host_kv ? 0 : h;
+      const int64_t act = host_act + (device_act ? d : 0);
+      worst = std::max(worst, pass_device_bytes(c, eb, new_tokens, staged, act, host_act));
+    }
+  return worst;
 }
 
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job) {
@@ -232,7 +239,8 @@ rebuild_job step_pipeline::rebuild_job_for(const layer_ready& r) const {
       // (load_cache).
       const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
       if (blk.tier == cache_tier::device)
-        for (int64_t t = 0; t < rt.past; ++t) job.device_act.push_back(a + std::size_t(t) * act_row);
+        for (int64_t t = 0; t < rt.past; ++t)
+          job.device_act.push_back(a + std::size_t(t) * act_row);
       for (int64_t t = 0; t < rt.past; ++t) {
         const auto at = std::size_t(rt.act_row + t);
         job.positions[at] = blk.first_pos + int32_t(t);
@@ -426,8 +434,8 @@ event_ref step_pipeline::finish(bool greedy_only) {
                  greedy_.data());
     } else {
       greedy_.clear();
-      be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_,
-                 logits_.data(), nullptr);
+      be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, logits_.data(),
+                 nullptr);
     }
   }
   finished_ = be_.record(stream::compute);

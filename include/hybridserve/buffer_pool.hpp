@@ -43,7 +43,8 @@ class buffer_pool {
         for (const auto& r : reqs) grow(r.name, need(r), true);
       } catch (const error&) {
         // No room to grow beside what earlier passes kept: start from nothing, this pass's
-        // buffers only, with slack where it still fits.
+        // buffers only, at their exact sizes (slack taken by the first ones could leave the
+        // last without room).
         clear();
         for (const auto& r : reqs) grow(r.name, need(r), false);
       }
@@ -69,21 +70,15 @@ class buffer_pool {
     std::size_t bytes = 0;
   };
   static std::size_t need(const request& r) { return std::max<std::size_t>(r.bytes, 64); }
-  void grow(const std::string& name, std::size_t bytes, bool strict_slack) {
+  void grow(const std::string& name, std::size_t bytes, bool slack) {
     auto& b = bufs_[name];
     if (b.ptr && b.bytes >= bytes) return;
     if (b.ptr) be_.device_free(b.ptr);
     b.ptr = nullptr;
     b.bytes = 0;
-    const std::size_t want = bytes + bytes / 4;
-    try {
-      b.ptr = be_.device_alloc(want, name);
-      b.bytes = want;
-    } catch (const error&) {
-      if (strict_slack) throw;
-      b.ptr = be_.device_alloc(bytes, name);  // the fresh set without slack
-      b.bytes = bytes;
-    }
+    const std::size_t want = slack ? bytes + bytes / 4 : bytes;
+    b.ptr = be_.device_alloc(want, name);
+    b.bytes = want;
   }
   backend& be_;
   std::map<std::string, buffer> bufs_;

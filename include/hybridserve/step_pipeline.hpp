@@ -143,7 +143,7 @@ class step_pipeline {
     int64_t act_row = -1;  // first row in the act staging (act)
   };
   char* slot_ptr(int set, int64_t slot) const;  // kv_host slots, two sets
-  char* act_slot_ptr(int64_t slot) const;        // rebuilt K/V, one set
+  char* act_slot_ptr(int64_t slot) const;       // rebuilt K/V, one set
   char* route_slot(int set, const block_route& r) const {
     return r.kind == route::act ? act_slot_ptr(r.slot) : slot_ptr(set, r.slot);
   }
@@ -156,10 +156,10 @@ class step_pipeline {
   buffer_pool& pool_;
   void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr, *attn_ = nullptr;
   void *tmp_ = nullptr, *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
-  void* ws_slots_[2] = {};      // host-tier KV, [n_slots_, kv_layer_bytes] each
+  void* ws_slots_[2] = {};        // host-tier KV, [n_slots_, kv_layer_bytes] each
   void* ws_act_slots_ = nullptr;  // rebuilt K/V, [n_act_slots_, kv_layer_bytes]
-  void* ws_act_[2] = {};        // host-tier act staging, [act_rows_total_ - device rows, hidden]
-  void* ws_scratch_ = nullptr;  // rebuild scratch (the rebuild stream runs one layer at a time)
+  void* ws_act_[2] = {};          // host-tier act staging, [act_rows_total_ - device rows, hidden]
+  void* ws_scratch_ = nullptr;    // rebuild scratch (the rebuild stream runs one layer at a time)
   std::vector<std::vector<block_route>> routes_;  // per item, per block (constructor)
   int64_t n_slots_ = 0;                           // host-KV workspace block slots per set
   int64_t n_act_slots_ = 0;                       // rebuilt-K/V block slots

@@ -52,7 +52,8 @@ __global__ void kv_bias_rope_scatter_kernel(const __half* kv, const __half* b_kv
   const int64_t off = int64_t(slot[m]) * kv_dim;
   __half* kd = k_dst[m] + off;
   __half* vd = v_dst[m] + off;
-  vec = vec && ((reinterpret_cast<std::uintptr_t>(kd) | reinterpret_cast<std::uintptr_t>(vd)) & 15) == 0;
+  vec = vec &&
+        ((reinterpret_cast<std::uintptr_t>(kd) | reinterpret_cast<std::uintptr_t>(vd)) & 15) == 0;
   if (vec) {  // the same for the whole block: no thread skips the barrier
     if (pos) {
       for (int64_t i = threadIdx.x; i < half; i += blockDim.x)

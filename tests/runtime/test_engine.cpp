@@ -267,7 +267,8 @@ TEST_CASE("a traced pass reports when each layer finished in compute order", "[e
   CHECK(trace.find("pass 3:") != std::string::npos);
   CHECK(trace.find("pass 2:") == std::string::npos);
   // Every pass gets its one-line summary once any pass is traced.
-  for (const char* p : {"[pass 1] ", "[pass 2] ", "[pass 3] "}) CHECK(trace.find(p) != std::string::npos);
+  for (const char* p : {"[pass 1] ", "[pass 2] ", "[pass 3] "})
+    CHECK(trace.find(p) != std::string::npos);
   // Rows "layer weights cache rebuilt computed": the compute stream runs the layers in order.
   std::istringstream in(trace);
   std::string line;
@@ -347,8 +348,9 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
   // 2 x 2100 = 4200 act rows a layer: the rebuild's first chunk (4096 rows) mixes device-tier
   // rows with staged host rows and its second lies in the staging alone. Rebuilt K/V must give
   // what K/V kept as such gives.
-  auto cfg = hs::synthetic_config("llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,"
-                                  "max_pos=4096");
+  auto cfg = hs::synthetic_config(
+      "llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,"
+      "max_pos=4096");
   REQUIRE(cfg.ok());
   cfg->weight_dtype = hs::dtype::f32;
   auto m = hs::make_synthetic_model(*cfg, 11);
@@ -391,4 +393,29 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
   }
   for (std::size_t i = 0; i < reqs.size(); ++i)
     CHECK(hs::test::max_abs_diff(by_ratio[0][i], by_ratio[1][i]) < 1e-4);
+}
+
+TEST_CASE("the reserved pass bytes cover every split of the context between forms and tiers",
+          "[engine]") {
+  // head_dim * kv_heads > hidden: K+V of a token outweighs its activation twice over.
+  for (const char* spec :
+       {"llama:hidden=64,layers=2,heads=4,kv_heads=4,head_dim=32,ffn=128,vocab=260",
+        "llama:hidden=256,layers=2,heads=8,kv_heads=2,ffn=688,vocab=4096",
+        "opt:hidden=64,layers=2,heads=4,ffn=256,vocab=512"}) {
+    auto cfg = hs::synthetic_config(spec);
+    REQUIRE(cfg.ok());
+    INFO(spec);
+    const int64_t C = 10000, h = 6000, d = C - h;
+    const std::size_t worst = hs::pass_device_bytes_worst(*cfg, 2, 128, C, h);
+    std::size_t most = 0;
+    // Host tokens: hk as KV, the rest activations; device tokens: da activations, the rest KV
+    // (read in place, no workspace).
+    for (int64_t hk = 0; hk <= h; hk += 500)
+      for (int64_t da = 0; da <= d; da += 500) {
+        const int64_t ha = h - hk;
+        most = std::max(most, hs::pass_device_bytes(*cfg, 2, 128, hk, ha + da, ha));
+      }
+    CHECK(worst >= most);
+    CHECK(worst == most);  // a corner of the grid: not an overestimate either
+  }
 }
