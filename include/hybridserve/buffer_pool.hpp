@@ -43,10 +43,15 @@ class buffer_pool {
         for (const auto& r : reqs) grow(r.name, need(r), true);
       } catch (const error&) {
         // No room to grow beside what earlier passes kept: start from nothing, this pass's
-        // buffers only, at their exact sizes (slack taken by the first ones could leave the
-        // last without room).
+        // buffers only, all with slack if they fit so, else all at their exact sizes (slack
+        // taken by the first ones must not leave the last without room).
         clear();
-        for (const auto& r : reqs) grow(r.name, need(r), false);
+        try {
+          for (const auto& r : reqs) grow(r.name, need(r), true);
+        } catch (const error&) {
+          clear();
+          for (const auto& r : reqs) grow(r.name, need(r), false);
+        }
       }
     }
     for (const auto& r : reqs) *r.out = bufs_.at(r.name).ptr;

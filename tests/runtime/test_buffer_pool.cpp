@@ -1,0 +1,34 @@
+// The pass buffer pool against a CPU backend with a small byte budget: reuse, growth with
+// slack, the fresh set when earlier buffers leave no room, and a clear error when nothing fits.
+#include <catch2/catch.hpp>
+
+#include "hybridserve/buffer_pool.hpp"
+#include "hybridserve/cpu_backend.hpp"
+#include "hybridserve/error.hpp"
+
+TEST_CASE("buffer pool: reuse, slack, a fresh set when the budget is short", "[engine]") {
+  auto be = hs::make_cpu_backend(1000);
+  hs::buffer_pool pool(*be);
+  void *a = nullptr, *b = nullptr, *c = nullptr;
+  pool.acquire({{"a", 400, &a}, {"b", 400, &b}});  // 500 + 500 with slack
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(pool.held() == 1000);
+  void* a0 = a;
+  pool.acquire({{"a", 480, &a}});  // within its slack: the same buffer
+  CHECK(a == a0);
+  // c cannot grow beside a and b: a fresh set of a and c, with slack (125 + 875).
+  pool.acquire({{"a", 100, &a}, {"c", 700, &c}});
+  REQUIRE(c);
+  CHECK(pool.held() == 1000);
+  CHECK(be->device_used() == 1000);
+  // With slack (562 + 625) it would not fit, exactly (450 + 500) it does.
+  pool.acquire({{"a", 450, &a}, {"c", 500, &c}});
+  CHECK(pool.held() == 950);
+  CHECK(be->device_used() == 950);
+  // More than the budget: an error naming the budget; clear() gives everything back.
+  CHECK_THROWS_WITH(pool.acquire({{"a", 600, &a}, {"b", 600, &b}}),
+                    Catch::Contains("device budget exhausted"));
+  pool.clear();
+  CHECK(be->device_used() == 0);
+}
