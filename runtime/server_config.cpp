@@ -224,6 +224,19 @@ key_spec int_key(const char* name, section_ptr<S> sec, T S::*field, int64_t lo, 
 }
 
 template <class S>
+key_spec bool_key(const char* name, section_ptr<S> sec, bool S::*field) {
+  return {name,
+          {node_type::boolean},
+          [=](server_config& c, const value_ctx& x) {
+            if (!x.node.is_boolean()) wrong_type(x, "true or false");
+            (c.*sec).*field = x.node.as_boolean()->get();
+          },
+          [=](const server_config& c, secrets) {
+            return std::string((c.*sec).*field ? "true" : "false");
+          }};
+}
+
+template <class S>
 key_spec string_key(const char* name, section_ptr<S> sec, std::string S::*field,
                     bool secret = false) {
   return {name,
@@ -315,7 +328,8 @@ const std::vector<section_spec>& schema() {
       {"batching",
        {int_key("max_batch", &C::batching, &C::batching_section::max_batch, 1, 65536),
         int_key("max_step_tokens", &C::batching, &C::batching_section::max_step_tokens, 1, 1 << 20),
-        int_key("max_queue", &C::batching, &C::batching_section::max_queue, 1, 1 << 20)}},
+        int_key("max_queue", &C::batching, &C::batching_section::max_queue, 1, 1 << 20),
+        bool_key("prefill_first", &C::batching, &C::batching_section::prefill_first)}},
       {"server",
        {listen_key(&C::server),
         int_key("port", &C::server, &C::server_section::port, 0, 65535),

@@ -139,6 +139,7 @@ int run_serve(const serve_options& o) {
   eo.block_size = c.cache.block_size;
   eo.max_batch = c.batching.max_batch;
   eo.max_step_tokens = c.batching.max_step_tokens;
+  eo.prefill_first = c.batching.prefill_first;
   eo.max_queue = std::min(c.batching.max_queue, c.server.max_requests_total);
   eo.scheduler_threads = c.threads.scheduler;
   eo.network = true;

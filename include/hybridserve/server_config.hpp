@@ -32,6 +32,7 @@ struct server_config {
     int max_batch = 64;
     int max_step_tokens = 2048;
     int max_queue = 1024;
+    bool prefill_first = false;  // intake_options::prefill_first
   };
   struct server_section {  // newline-delimited JSON over TCP
     std::string listen = "127.0.0.1";

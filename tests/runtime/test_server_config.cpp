@@ -42,6 +42,7 @@ void check_same(const server_config& a, const server_config& b) {
   CHECK(a.batching.max_batch == b.batching.max_batch);
   CHECK(a.batching.max_step_tokens == b.batching.max_step_tokens);
   CHECK(a.batching.max_queue == b.batching.max_queue);
+  CHECK(a.batching.prefill_first == b.batching.prefill_first);
   CHECK(a.server.listen == b.server.listen);
   CHECK(a.server.port == b.server.port);
   CHECK(a.server.max_line_bytes == b.server.max_line_bytes);
@@ -104,7 +105,7 @@ TEST_CASE("config/default.toml writes out every key", "[config]") {
     }
   }
   const auto keys = hs::server_config_keys();
-  CHECK(keys.size() == 32);
+  CHECK(keys.size() == 33);
   for (const auto& k : keys) {
     INFO(k);
     CHECK(found.count(k) == 1);
@@ -132,6 +133,7 @@ block_size = 32
 max_batch = 128
 max_step_tokens = 4096
 max_queue = 10
+prefill_first = true
 
 [server]
 listen = "0.0.0.0"
@@ -177,6 +179,7 @@ file = "/var/log/hybridserve.log"
   CHECK(c.batching.max_batch == 128);
   CHECK(c.batching.max_step_tokens == 4096);
   CHECK(c.batching.max_queue == 10);
+  CHECK(c.batching.prefill_first);
   CHECK(c.server.listen == "0.0.0.0");
   CHECK(c.server.port == 9000);
   CHECK(c.server.max_line_bytes == 65536);
@@ -329,6 +332,8 @@ TEST_CASE("checks across keys", "[config]") {
         "t.toml:2:8: 'admin.port' = 7071 enables the admin console, which requires "
         "'admin.token' (it can drain and shut down the server); set a token or port = 0");
   CHECK(parse_ok("[admin]\nport = 7071\ntoken = \"t\"\n").admin.port == 7071);
+  CHECK_THAT(parse_error("[batching]\nprefill_first = 1\n"),
+             Catch::Contains("'batching.prefill_first' must be true or false, got"));
   CHECK(parse_error("[batching]\nmax_step_tokens = 32\n") ==
         "t.toml:2:19: 'batching.max_step_tokens' = 32 is less than 'batching.max_batch' = 64: a "
         "pass must be able to decode every running sequence");
