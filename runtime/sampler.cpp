@@ -6,6 +6,8 @@
 #include <numeric>
 #include <vector>
 
+#include "hybridserve/sample_rows.hpp"
+
 namespace hs {
 
 std::string sampling_params::check() const {
@@ -17,10 +19,7 @@ std::string sampling_params::check() const {
 }
 
 int32_t argmax(const float* logits, int64_t vocab) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < vocab; ++i)
-    if (logits[i] > logits[best]) best = i;
-  return int32_t(best);
+  return cpu::argmax_cpu(logits, vocab);
 }
 
 sampler::sampler(const sampling_params& p) : p_(p) {

@@ -29,6 +29,10 @@ inline uint32_t sample_key(uint32_t float_bits) {
 
 namespace cpu {
 
+/// Greedy token of one row of logits [V]: the highest, the lowest id among equal maxima (the
+/// CPU reference of cuda::argmax_rows).
+int32_t argmax_cpu(const float* logits, int64_t V);
+
 /// logits: [rows, V] f32; params: [rows]; u: [rows] uniforms in [0, 1); out: [rows] token ids.
 void sample_rows_cpu(const float* logits, int64_t rows, int64_t V, const sample_row_params* params,
                      const float* u, int32_t* out);

@@ -16,6 +16,7 @@
 #include "hybridserve/budget_ledger.hpp"
 #include "hybridserve/error.hpp"
 #include "hybridserve/kernels_cpu.hpp"
+#include "hybridserve/sample_rows.hpp"
 
 namespace hs {
 namespace {
@@ -318,13 +319,7 @@ class cpu_backend final : public backend {
       }
       cpu::linear_cpu(xn.data(), F(head), nullptr, lg, R, V, H);
       if (host_argmax)
-        for (int64_t r = 0; r < R; ++r) {
-          const float* row = lg + r * V;
-          int64_t best = 0;
-          for (int64_t i = 1; i < V; ++i)
-            if (row[i] > row[best]) best = i;  // first of equal maxima
-          host_argmax[r] = int32_t(best);
-        }
+        for (int64_t r = 0; r < R; ++r) host_argmax[r] = cpu::argmax_cpu(lg + r * V, V);
     });
   }
 

@@ -10,6 +10,13 @@
 
 namespace hs::cpu {
 
+int32_t argmax_cpu(const float* l, int64_t V) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < V; ++i)
+    if (l[i] > l[best]) best = i;
+  return int32_t(best);
+}
+
 namespace {
 
 uint32_t key_of(float f) {
@@ -19,10 +26,8 @@ uint32_t key_of(float f) {
 }
 
 int32_t sample_row(const float* l, int64_t V, const sample_row_params& p, float u) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < V; ++i)
-    if (l[i] > l[best]) best = i;
-  if (!(p.temperature > 0.f)) return int32_t(best);
+  const int32_t best = argmax_cpu(l, V);
+  if (!(p.temperature > 0.f)) return best;
   const float mx = l[best];
 
   std::vector<float> prob(static_cast<std::size_t>(V));

@@ -310,10 +310,7 @@ class cuda_backend final : public backend {
   }
   void linear(stream s, const void* x, const void* w, const void* b, void* y, int64_t M, int64_t N,
               int64_t K) override {
-    cuda::stream_lane& L = lane_of(s);
-    std::lock_guard<std::mutex> lk(L.m);
-    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K);
-    if (b) cuda::bias_act(H(y), H(b), H(y), M, N, cuda::activation::none, L.s);
+    linear_act(s, x, w, b, y, M, N, K, cuda::activation::none);
   }
   void rope(stream s, void* x, int64_t row_stride, std::vector<int32_t> positions, int64_t heads,
             int64_t D, float theta) override {
@@ -326,10 +323,7 @@ class cuda_backend final : public backend {
   }
   void linear_relu(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
                    int64_t N, int64_t K) override {
-    cuda::stream_lane& L = lane_of(s);
-    std::lock_guard<std::mutex> lk(L.m);
-    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K);
-    cuda::bias_act(H(y), b ? H(b) : nullptr, H(y), M, N, cuda::activation::relu, L.s);
+    linear_act(s, x, w, b, y, M, N, K, cuda::activation::relu);
   }
   void relu(stream s, void* x, int64_t n) override {
     cuda::stream_lane& L = lane_of(s);
@@ -527,6 +521,16 @@ class cuda_backend final : public backend {
     cudaStream_t s = nullptr;
   };
 
+  // y = act(x w^T + b): one cuBLAS GEMM, then bias and activation in one pass when there is
+  // either.
+  void linear_act(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                  int64_t N, int64_t K, cuda::activation act) {
+    cuda::stream_lane& L = lane_of(s);
+    std::lock_guard<std::mutex> lk(L.m);
+    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K);
+    if (b || act != cuda::activation::none)
+      cuda::bias_act(H(y), b ? H(b) : nullptr, H(y), M, N, act, L.s);
+  }
   cuda::stream_lane& lane_of(stream s) {
     const int i = int(s);
     if (i < 0 || i >= k_stream_count) throw error("cuda backend: bad stream");
