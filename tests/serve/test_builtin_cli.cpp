@@ -13,6 +13,7 @@
 #include "builtin_util.hpp"
 #include "fixture_util.hpp"
 #include "line_client.hpp"
+#include "serve_child.hpp"
 
 namespace fs = std::filesystem;
 using hs::cli::line_client;
@@ -126,12 +127,8 @@ TEST_CASE("serve with the default configuration serves the built-in model", "[bu
                           " && exec env -u HYBRIDSERVE_BUILTIN_MODEL " + shell_quote(HS_BINARY) +
                           " serve --set http.port=0 --set server.port=" + std::to_string(port) +
                           " 2>/dev/null";
-  const pid_t pid = fork();
+  const pid_t pid = hs::test::spawn_shell(cmd);
   REQUIRE(pid >= 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
   struct stopper {
     pid_t pid;
     ~stopper() {
@@ -146,12 +143,7 @@ TEST_CASE("serve with the default configuration serves the built-in model", "[bu
     }
   } guard{pid};
   line_client c;
-  bool connected = false;
-  for (int i = 0; i < 300 && !connected; ++i) {
-    connected = c.connect("127.0.0.1:" + std::to_string(port)).empty();
-    if (!connected) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  REQUIRE(connected);
+  REQUIRE(hs::test::connect_when_listening(c, port, 300));
   REQUIRE(c.send_line(R"({"op":"hello","version":1})"));
   auto hello = c.read_line(20000);
   REQUIRE(hello.has_value());

@@ -16,6 +16,7 @@
 #include "hybridserve/frontends.hpp"
 #include "hybridserve/reference_forward.hpp"
 #include "line_client.hpp"
+#include "serve_child.hpp"
 
 using hs::cli::line_client;
 using nlohmann::json;
@@ -345,19 +346,10 @@ TEST_CASE("SIGTERM: running requests end with a final message, exit 0", "[serve]
   const std::string cmd = hybridserve_binary() +
                           " serve --set http.port=0 --set server.port=" + std::to_string(port) +
                           " --set model.path=" + hs::test::fixture("opt-tiny");
-  const pid_t pid = fork();
+  const pid_t pid = hs::test::spawn_shell("exec " + cmd + " 2>/dev/null");
   REQUIRE(pid >= 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " 2>/dev/null").c_str(), (char*)nullptr);
-    _exit(127);
-  }
   line_client c;
-  bool connected = false;
-  for (int i = 0; i < 100 && !connected; ++i) {
-    connected = c.connect("127.0.0.1:" + std::to_string(port)).empty();
-    if (!connected) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  REQUIRE(connected);
+  REQUIRE(hs::test::connect_when_listening(c, port, 100));
   c.send_line(
       R"({"op":"generate","id":"z","prompt":"Copyright","max_tokens":240,"temperature":0})");
   REQUIRE(read_json(c)["type"] == "token");
