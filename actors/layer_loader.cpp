@@ -56,6 +56,8 @@ bool upload_streamed(layer_loader_state& st, int32_t j, layer_ready& r) {
 void pump(loader_ptr self) {
   auto& st = self->state;
   const int32_t L = int32_t(st.weights->layer_count());
+  int32_t last_streamed = L - 1;  // resident layers come first
+  while (last_streamed >= 0 && st.weights->resident(last_streamed)) --last_streamed;
   while (!st.pending.empty()) {
     st.prefetch_next = -1;  // a pass is asking: it takes the slots in its own order
     auto& p = st.pending.front();
@@ -75,10 +77,9 @@ void pump(loader_ptr self) {
     }
     r.step = p.step;
     p.promise.deliver(r);
-    st.pending.pop_front();
-    int32_t last = L - 1;
-    while (last >= 0 && st.weights->resident(last)) --last;
-    if (p.layer == last) st.prefetch_next = 0;
+    const bool pass_placed = p.layer == last_streamed;
+    st.pending.pop_front();  // p is gone from here on
+    if (pass_placed) st.prefetch_next = 0;
   }
   while (st.prefetch_next >= 0 && st.prefetch_next < L &&
          int(st.prefetched.size()) < int(st.slots.size())) {
