@@ -84,7 +84,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     // The plan places weights and cache; a full prefill pass's buffers and the embedding tables
     // must fit beside it (engine_plan.hpp).
     const std::size_t attn_scratch =
-        p->be->attention_scratch_bytes(m->config.n_head, o.max_step_tokens);
+        p->be->attention_scratch_bytes(m->config.n_head, m->config.head_dim, o.max_step_tokens);
     const auto plan =
         make_engine_plan(m->config, hint, limits, p->cal, policy, std::size_t(p->be->elem_bytes()),
                          o.max_step_tokens, attn_scratch);
@@ -124,28 +124,26 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       const int64_t seq_ctx = o.context_hint + o.block_size;  // a block of slack
       const int64_t ctx = int64_t(o.batch_hint) * seq_ctx;
       const int64_t left = int64_t(budget) - int64_t(p->be->device_used());
-      // Only host-tier cache is staged; what the cache cap keeps on the device is read in place.
-      // The fewest tokens the cap holds (all in the larger form) bound the host tier's share.
-      const int64_t token_bytes =
-          int64_t(c.n_layer) * std::max<int64_t>(2 * c.kv_dim(), c.hidden) * int64_t(eb);
-      const auto reserve_for = [&](int64_t host_ctx) {
+      // Only host-tier cache is staged; what the cache cap keeps on the device is read in place
+      // or rebuilt where it lies, so the reserve for a cap counts the host tier's share of the
+      // hinted context beside it (pass_device_bytes_worst).
+      const auto reserve_for = [&](int64_t cap) {
+        const std::size_t dev = std::size_t(std::max<int64_t>(0, cap));
         const int64_t pass =
             o.prefill_first
-                ? int64_t(
-                      std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, seq_ctx),
-                               pass_device_bytes_worst(c, eb, o.batch_hint, ctx, host_ctx)))
+                ? int64_t(std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, dev),
+                                   pass_device_bytes_worst(c, eb, o.batch_hint, ctx, dev)))
                 : int64_t(pass_device_bytes_worst(
-                      c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, host_ctx));
-        // (+1/4: the decoder's buffer pool grows buffers with that much slack.)
-        return pass * 5 / 4 +
-               int64_t(attn_scratch);  // prefill attention scores (CUDA), allocated on first use
+                      c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, dev));
+        // (+1/8: the decoder's buffer pool grows buffers with that much slack.)
+        return pass + pass / 8 +
+               int64_t(attn_scratch);  // prefill attention scores (cuBLAS path), on first use
       };
-      // From "all of it on the host" up: each round's host share comes from the previous,
-      // smaller cap, so every reserve covers the cap it leads to.
-      int64_t cap = std::max<int64_t>(0, left - reserve_for(ctx));
-      for (int round = 0; round < 4; ++round)
-        cap = std::max<int64_t>(cap, left - reserve_for(std::max<int64_t>(
-                                                0, ctx - cap / std::max<int64_t>(1, token_bytes))));
+      // From "nothing on the device" up: the reserve shrinks as the cap grows (fewer host-tier
+      // tokens to stage), and each round's reserve is the one of the previous, smaller cap, so
+      // it covers the cap it leads to.
+      int64_t cap = std::max<int64_t>(0, left - reserve_for(0));
+      for (int round = 0; round < 6; ++round) cap = std::max<int64_t>(cap, left - reserve_for(cap));
       ao.device_cache_cap = cap;
     }
 

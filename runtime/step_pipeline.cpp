@@ -24,18 +24,31 @@ std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new
 }
 
 std::size_t pass_device_bytes_worst(const model_config& c, std::size_t eb, int64_t new_tokens,
-                                    int64_t context_tokens, int64_t host_tokens) {
-  // Linear in how the host tokens split between KV and activations and, separately, how the
-  // device ones do: the worst is at a corner of that box.
-  const int64_t C = context_tokens, h = std::min(host_tokens, context_tokens), d = C - h;
+                                    int64_t context_tokens, std::size_t device_cache_bytes) {
+  // The device tier fills first, so the host holds what the device cache does not. The device's
+  // share splits between KV (read in place: no workspace) and activations (rebuilt into slots),
+  // the host's between KV (staged twice) and activations (staged twice, rebuilt into slots).
+  // Apart from the rebuild scratch (which stops growing at one chunk of rows), the workspace is
+  // linear in both splits (and, through the host share, convex in the device one), so its worst
+  // is at a corner: device all KV or all activations, host likewise. The scratch is added at its
+  // most, so the bound is exact wherever the worst corner rebuilds a chunk or more.
+  const int64_t C = context_tokens;
+  const int64_t per_layer = int64_t(device_cache_bytes / eb) / std::max<int64_t>(1, c.n_layer);
+  const auto scratch = [&](int64_t act) {
+    return rebuild_scratch_elems(c, std::min(act, k_rebuild_chunk_rows)) * eb;
+  };
   std::size_t worst = 0;
-  for (const bool host_kv : {false, true})
-    for (const bool device_act : {false, true}) {
+  for (const bool device_act : {false, true}) {
+    const int64_t token_elems = device_act ? c.hidden : 2 * c.kv_dim();
+    const int64_t d = std::min(C, per_layer / std::max<int64_t>(1, token_elems)), h = C - d;
+    for (const bool host_kv : {false, true}) {
       const int64_t staged = host_kv ? h : 0, host_act = host_kv ? 0 : h;
       const int64_t act = host_act + (device_act ? d : 0);
-      worst = std::max(worst, pass_device_bytes(c, eb, new_tokens, staged, act, host_act));
+      worst = std::max(worst,
+                       pass_device_bytes(c, eb, new_tokens, staged, act, host_act) - scratch(act));
     }
-  return worst;
+  }
+  return worst + scratch(C);
 }
 
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job) {

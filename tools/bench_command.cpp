@@ -19,6 +19,7 @@ struct bench_options {
   engine_flags eng;
   int batch = 128, prompt = 512, gen = 32;
   bool kv_only = false;
+  int warmup = 2;  // generated tokens of the untimed warm-up run (0: none)
   uint64_t seed = 1;
 };
 
@@ -60,14 +61,36 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   std::fprintf(stderr, "[%s] engine started in %.2f s (host cache of the plan pinned)\n",
                label.c_str(), std::chrono::duration<double>(clock_type::now() - t_start).count());
   std::mt19937_64 rng(o.seed);
-  std::vector<generation_request> reqs(std::size_t(o.batch));
-  for (auto& q : reqs) {
-    q.prompt.resize(std::size_t(o.prompt));
-    for (auto& id : q.prompt) id = int32_t(3 + rng() % uint64_t(std::min(cfg.vocab, 50000) - 3));
-    q.max_tokens = o.gen;
-    q.sampling.temperature = 0;
-    q.stop_at_eos = false;
+  const auto batch_of = [&](int gen) {
+    std::vector<generation_request> reqs(std::size_t(o.batch));
+    for (auto& q : reqs) {
+      q.prompt.resize(std::size_t(o.prompt));
+      for (auto& id : q.prompt) id = int32_t(3 + rng() % uint64_t(std::min(cfg.vocab, 50000) - 3));
+      q.max_tokens = gen;
+      q.sampling.temperature = 0;
+      q.stop_at_eos = false;
+    }
+    return reqs;
+  };
+  // Untimed warm-up, as FlexGen's benchmark does before its timed run: the same batch and prompt
+  // length (other prompts) for a few tokens, so the timed run starts with the GPU's kernels
+  // loaded and cuBLAS's choices made for these shapes (the first prefill and decode passes of a
+  // process take 100-170 ms longer on an H100). The engine counters it moved are taken off below.
+  engine_report before{};
+  if (o.warmup > 0) {
+    const auto tw = clock_type::now();
+    const auto res = (*e)->generate(batch_of(o.warmup), {});
+    for (const auto& f : res)
+      if (f.result.reason == finish_reason::error) {
+        std::fprintf(stderr, "[%s] warm-up error: %s\n", label.c_str(), f.result.error.c_str());
+        return r;
+      }
+    before = (*e)->report();
+    std::fprintf(stderr, "[%s] warm-up (%d x %d + %d tokens, not timed) took %.2f s\n",
+                 label.c_str(), o.batch, o.prompt, o.warmup,
+                 std::chrono::duration<double>(clock_type::now() - tw).count());
   }
+  const auto reqs = batch_of(o.gen);
   std::vector<int> got(reqs.size(), 0);
   int64_t first = 0, total = 0;
   const int64_t want = int64_t(o.batch) * o.gen;
@@ -131,11 +154,12 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
     r.gpu_busy = plan.gpu_s * (o.gen - 1) / r.decode_s;
   }
   // Link: streamed weights every pass plus the cache actually moved, at the measured rate.
-  const double passes = double(rep.intake.steps);
+  const double passes = double(rep.intake.steps - before.intake.steps);
   const double weight_bytes =
       double(cfg.n_layer - r.resident) * double(layer_device_elems(cfg)) * cal.weight_elem_bytes;
-  r.link_busy = (passes * weight_bytes + double(rep.intake.h2d_cache_bytes)) / cal.h2d_bytes_per_s /
-                (r.prefill_s + r.decode_s);
+  r.link_busy =
+      (passes * weight_bytes + double(rep.intake.h2d_cache_bytes - before.intake.h2d_cache_bytes)) /
+      cal.h2d_bytes_per_s / (r.prefill_s + r.decode_s);
   r.ok = true;
   return r;
 }
@@ -242,14 +266,19 @@ void add_bench_command(CLI::App& app, std::function<int()>& run) {
   c->add_option("--gen", o->gen, "generated tokens")->check(CLI::PositiveNumber);
   c->add_flag("--kv-only", o->kv_only, "also run with every cached token as K/V (FlexGen-style)");
   c->add_option("--prompt-seed", o->seed, "seed of the random prompts");
+  c->add_option("--warmup", o->warmup,
+                "tokens each sequence generates in an untimed warm-up run of the same batch "
+                "before the timed one (0: none)")
+      ->check(CLI::NonNegativeNumber);
   o->eng.opts.prefill_first = true;
   c->add_option("--prefill-first", o->eng.opts.prefill_first,
                 "true: prompts are prefilled before any sequence decodes (default); false: "
                 "decodes share the prefill passes, as in serving");
-  c->add_option("--trace-pass", o->eng.opts.trace_passes,
-                "print when each layer's weights, cache, rebuild and compute finished in this "
-                "pass (passes count from 1, prefill first; repeat for several); any use also "
-                "prints one line per pass (0: those lines only)");
+  c->add_option(
+      "--trace-pass", o->eng.opts.trace_passes,
+      "print when each layer's weights, cache, rebuild and compute finished in this "
+      "pass (passes count from 1, the warm-up run's first; repeat for several); any use also "
+      "prints one line per pass (0: those lines only)");
   c->callback([o, &run] { run = [o] { return run_bench(*o); }; });
 }
 

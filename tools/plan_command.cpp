@@ -64,7 +64,7 @@ int run_plan(plan_options& o) {
   // fp16 figures mean a GPU: the CUDA backend's prefill attention scratch is held too.
   const std::size_t scratch =
       cal.weight_elem_bytes == 2
-          ? fresh_attention_scratch_bytes(cfg.n_head, o.eng.opts.max_step_tokens)
+          ? fresh_attention_scratch_bytes(cfg.n_head, cfg.head_dim, o.eng.opts.max_step_tokens)
           : 0;
   const auto plan = make_engine_plan(cfg, w, b, cal, p, std::size_t(cal.weight_elem_bytes),
                                      o.eng.opts.max_step_tokens, scratch);

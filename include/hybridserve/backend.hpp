@@ -56,16 +56,29 @@ struct fresh_attention_args {
   float scale = 1.f;
 };
 
-/// Scores scratch the CUDA backend keeps for attention_fresh of prompts up to `longest` rows:
-/// 8 bytes a score (fp32 logit, fp16 hi/lo probability) for query tiles of up to 1024 rows,
-/// capped at 384 MiB (longer prompts take smaller tiles), never below one row of every head.
-/// Score counts are rounded up to a multiple of 8 (attention_fresh aligns its fp16 parts so).
-inline std::size_t fresh_attention_scratch_bytes(int64_t n_head, int64_t longest) {
+/// Head dims the CUDA backend's fused prefill attention (attention_flash.cu) takes; it needs no
+/// scratch. Other head dims go through the cuBLAS path and its scores scratch.
+inline bool fresh_attention_on_chip(int64_t head_dim) {
+  return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+/// Scores scratch of the cuBLAS path of attention_fresh (attention_fresh.cu) for prompts up to
+/// `longest` rows: 8 bytes a score (fp32 logit, fp16 hi/lo probability) for query tiles of up to
+/// 1024 rows, capped at 384 MiB (longer prompts take smaller tiles), never below one row of every
+/// head. Score counts are rounded up to a multiple of 8 (attention_fresh aligns its fp16 parts so).
+inline std::size_t fresh_attention_scores_bytes(int64_t n_head, int64_t longest) {
   const int64_t tile = longest < 1024 ? longest : 1024;
   const auto bytes = [](int64_t scores) { return std::size_t((scores + 7) / 8 * 8) * 8; };
   const std::size_t want = bytes(n_head * tile * longest);
   const std::size_t cap = std::size_t(384) << 20, floor = bytes(n_head * longest);
   return want < cap ? want : (cap > floor ? cap : floor);
+}
+
+/// What the CUDA backend keeps for attention_fresh: nothing for the head dims of
+/// fresh_attention_on_chip, else the cuBLAS path's scores scratch.
+inline std::size_t fresh_attention_scratch_bytes(int64_t n_head, int64_t head_dim,
+                                                 int64_t longest) {
+  return fresh_attention_on_chip(head_dim) ? 0 : fresh_attention_scores_bytes(n_head, longest);
 }
 
 /// One copy of a batch (any direction; see backend::copy_batch).
@@ -117,8 +130,10 @@ class backend {
   virtual void synchronize() = 0;
   /// Device scratch attention_fresh holds for prompts up to `longest` rows (counted in the
   /// budget; the engine reserves it). 0 where the backend needs none on the device.
-  virtual std::size_t attention_scratch_bytes(int64_t n_head, int64_t longest) const {
+  virtual std::size_t attention_scratch_bytes(int64_t n_head, int64_t head_dim,
+                                              int64_t longest) const {
     (void)n_head;
+    (void)head_dim;
     (void)longest;
     return 0;
   }

@@ -28,7 +28,7 @@ class buffer_pool {
     void** out = nullptr;  // receives the buffer
   };
 
-  /// Device buffers of at least the asked bytes, under their names. Growth adds 1/4 more than
+  /// Device buffers of at least the asked bytes, under their names. Growth adds 1/8 more than
   /// asked (where the budget allows), so a batch whose context creeps up by a block per pass does
   /// not reallocate every pass. Only call between passes: buffers may be replaced, and the work
   /// that used them must be finished. Throws hs::error when even a fresh set does not fit.
@@ -81,7 +81,7 @@ class buffer_pool {
     if (b.ptr) be_.device_free(b.ptr);
     b.ptr = nullptr;
     b.bytes = 0;
-    const std::size_t want = slack ? bytes + bytes / 4 : bytes;
+    const std::size_t want = slack ? bytes + bytes / 8 : bytes;
     b.ptr = be_.device_alloc(want, name);
     b.bytes = want;
   }

@@ -10,7 +10,7 @@
 namespace hs {
 
 /// Device bytes an engine holds besides the plan's weights and cache: a full prefill pass's
-/// buffers (max_step_tokens rows, with the buffer pool's 1/4 slack) and the embedding tables
+/// buffers (max_step_tokens rows, with the buffer pool's 1/8 slack) and the embedding tables
 /// (vocab x hidden, plus OPT's position table), which the CUDA backend keeps on the device, and
 /// `scratch_bytes` (the backend's attention scratch, backend::attention_scratch_bytes).
 int64_t engine_fixed_device_bytes(const model_config& c, std::size_t elem_bytes,

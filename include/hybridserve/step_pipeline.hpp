@@ -78,13 +78,13 @@ inline std::size_t rebuild_scratch_elems(const model_config& c, int64_t rows) {
 /// two sets of staging rows for the `host_act_tokens` of them that come over the link.
 std::size_t pass_device_bytes(const model_config& c, std::size_t elem_bytes, int64_t new_tokens,
                               int64_t staged_tokens, int64_t act_tokens, int64_t host_act_tokens);
-/// The most pass_device_bytes() can be for `new_tokens` and `context_tokens` cached tokens
-/// of which at most `host_tokens` are in the host tier, the rest split in any way between KV and
-/// activations (what the engine reserves).
+/// The most pass_device_bytes() can be for `new_tokens` and `context_tokens` cached tokens when
+/// the device cache holds `device_cache_bytes` (all layers) of them, in any mix of KV and
+/// activations, and the host tier the rest, in any mix too (what the engine reserves). The
+/// device tier fills first (cache_pool), so the host holds only what does not fit.
 std::size_t pass_device_bytes_worst(const model_config& c, std::size_t elem_bytes,
                                     int64_t new_tokens, int64_t context_tokens,
-                                    int64_t host_tokens);
-
+                                    std::size_t device_cache_bytes);
 /// Enqueues a rebuild job on the rebuild stream and returns its completion event.
 event_ref enqueue_rebuild(backend& be, const model_config& cfg, const rebuild_job& job);
 

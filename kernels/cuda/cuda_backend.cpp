@@ -157,8 +157,9 @@ class cuda_backend final : public backend {
     HS_CUDA_TRY(cudaStreamWaitEvent(L.s, ce.get(), 0));
   }
   void set_timing(bool on) override { timing_ = on; }
-  std::size_t attention_scratch_bytes(int64_t n_head, int64_t longest) const override {
-    return fresh_attention_scratch_bytes(n_head, longest);
+  std::size_t attention_scratch_bytes(int64_t n_head, int64_t head_dim,
+                                      int64_t longest) const override {
+    return fresh_attention_scratch_bytes(n_head, head_dim, longest);
   }
   double elapsed_ms(const event_ref& a, const event_ref& b) const override {
     const auto* x = a ? dynamic_cast<const cuda_event*>(a.get()) : nullptr;
@@ -366,10 +367,28 @@ class cuda_backend final : public backend {
     for (auto n : a.len) longest = std::max<int64_t>(longest, n);
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
+    // Fused on chip where the head dim and alignment allow (every shipped shape); else the
+    // cuBLAS path with its scores scratch.
+    bool fused = true;
+    for (std::size_t i = 0; i < a.row0.size() && fused; ++i) {
+      const int64_t r0 = a.row0[i];
+      fused = cuda::attention_flash_supported(H(q) + r0 * QW, QW, H(a.k) + r0 * a.ld_kv,
+                                              H(a.v) + r0 * a.ld_kv, a.ld_kv, H(out) + r0 * QW, QW,
+                                              a.head_dim);
+    }
+    if (fused) {
+      for (std::size_t i = 0; i < a.row0.size(); ++i) {
+        const int64_t r0 = a.row0[i];
+        cuda::attention_flash(H(q) + r0 * QW, QW, H(a.k) + r0 * a.ld_kv, H(a.v) + r0 * a.ld_kv,
+                              a.ld_kv, H(out) + r0 * QW, QW, a.len[i], a.n_head, a.n_kv, a.head_dim,
+                              a.scale, L.s);
+      }
+      return;
+    }
     cublasHandle_t handle = L.blas();
     // Scores scratch, counted in the budget: enough for 1024-row tiles, capped at 384 MiB
     // (longer prompts take smaller tiles), never below one query row of every head.
-    const std::size_t want = attention_scratch_bytes(a.n_head, longest);
+    const std::size_t want = fresh_attention_scores_bytes(a.n_head, longest);
     auto& sc = fresh_scratch_[int(s)];
     if (sc.bytes < want) {
       if (sc.p) device_free(sc.p);  // cudaFree waits for the kernels still reading it

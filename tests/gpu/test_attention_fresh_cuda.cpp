@@ -31,7 +31,7 @@ void run_case(int64_t n, int64_t D, int64_t ratio, std::size_t scores, std::mt19
   hs::cpu::attention_cpu(q.data(), k.data(), v.data(), ref.data(), n, n, n_head, n_kv, D, scale);
 
   gt::dev16 dq(gt::to_f16(q)), dkv(gt::to_f16(kv)), out(q.size());
-  const std::size_t bytes = scores ? scores * 8 : hs::fresh_attention_scratch_bytes(n_head, n);
+  const std::size_t bytes = scores ? scores * 8 : hs::fresh_attention_scores_bytes(n_head, n);
   gt::dev16 scratch((bytes + 1) / 2);
   gt::stream st;
   cublasHandle_t handle;

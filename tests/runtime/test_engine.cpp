@@ -405,17 +405,30 @@ TEST_CASE("the reserved pass bytes cover every split of the context between form
     auto cfg = hs::synthetic_config(spec);
     REQUIRE(cfg.ok());
     INFO(spec);
-    const int64_t C = 10000, h = 6000, d = C - h;
-    const std::size_t worst = hs::pass_device_bytes_worst(*cfg, 2, 128, C, h);
-    std::size_t most = 0;
-    // Host tokens: hk as KV, the rest activations; device tokens: da activations, the rest KV
-    // (read in place, no workspace).
-    for (int64_t hk = 0; hk <= h; hk += 500)
-      for (int64_t da = 0; da <= d; da += 500) {
-        const int64_t ha = h - hk;
-        most = std::max(most, hs::pass_device_bytes(*cfg, 2, 128, hk, ha + da, ha));
+    const int64_t C = 10000, H = cfg->hidden, KV2 = 2 * cfg->kv_dim(), L = cfg->n_layer;
+    // A device cache of 4000 activations a layer (the host tier holds the rest), then one that
+    // holds the whole context in either form (no host tier).
+    for (const int64_t per_layer : {4000 * H, 20000 * std::max(H, KV2)}) {
+      const std::size_t cap = std::size_t(per_layer * L * 2);
+      const std::size_t worst = hs::pass_device_bytes_worst(*cfg, 2, 128, C, cap);
+      std::size_t most = 0;
+      // The device holds da activations and as many KV tokens as the rest of it takes (it fills
+      // first); the host the remaining h tokens, hk of them as KV (staged), the rest activations.
+      const int64_t da_most = std::min(C, per_layer / H);
+      for (int64_t da = 0;; da = std::min(da_most, da + 250)) {
+        const int64_t dk = std::min(C - da, (per_layer - da * H) / KV2), h = C - da - dk;
+        for (int64_t hk = 0;; hk = std::min(h, hk + 250)) {
+          const int64_t ha = h - hk;
+          most = std::max(most, hs::pass_device_bytes(*cfg, 2, 128, hk, ha + da, ha));
+          if (hk == h) break;
+        }
+        if (da == da_most) break;
       }
-    CHECK(worst >= most);
-    CHECK(worst == most);  // a corner of the grid: not an overestimate either
+      INFO("device cache " << cap << " bytes");
+      // Not an overestimate either, beyond one rebuild chunk's scratch (the bound adds it whole).
+      const std::size_t chunk = hs::rebuild_scratch_elems(*cfg, hs::k_rebuild_chunk_rows) * 2;
+      CHECK(worst >= most);
+      CHECK(worst <= most + chunk);
+    }
   }
 }
