@@ -87,15 +87,18 @@ void attention_fresh(cublasHandle_t handle, const __half* q, int64_t ldq, const 
                      std::size_t scratch_bytes, cudaStream_t stream);
 
 // ---- fused fresh-prompt attention (attention_flash.cu)
-/// The same function as attention_fresh with scores, softmax and output kept on chip (no
-/// scratch, no n x n scores in memory). Head dims 16, 32, 64 and 128 (attention_flash_head_dim);
-/// q, k, v 16-byte aligned with ldq, ld_kv multiples of 8, out 4-byte aligned with ldo even
-/// (attention_flash_supported). Throws hs::error otherwise.
+/// The same function as attention_fresh for n_seq sequences in one launch, with scores, softmax
+/// and output kept on chip (no scratch, no n x n scores in memory): sequence i is rows row0[i] ..
+/// row0[i] + len[i] - 1 of q, k, v and out (row0, len: device arrays; `longest` >= every len).
+/// Head dims 16, 32, 64 and 128 (attention_flash_head_dim); q, k, v 16-byte aligned with ldq,
+/// ld_kv multiples of 8, out 4-byte aligned with ldo even (attention_flash_supported, for the
+/// base pointers; rows keep the alignment). Throws hs::error otherwise.
 bool attention_flash_head_dim(int64_t D);
 bool attention_flash_supported(const __half* q, int64_t ldq, const __half* k, const __half* v,
                                int64_t ld_kv, const __half* out, int64_t ldo, int64_t D);
 void attention_flash(const __half* q, int64_t ldq, const __half* k, const __half* v, int64_t ld_kv,
-                     __half* out, int64_t ldo, int64_t n, int64_t n_head, int64_t n_kv, int64_t D,
+                     __half* out, int64_t ldo, const int32_t* row0, const int32_t* len,
+                     int64_t n_seq, int64_t longest, int64_t n_head, int64_t n_kv, int64_t D,
                      float scale, cudaStream_t stream);
 
 // ---- linear (linear.cu)

@@ -1,9 +1,11 @@
-// Causal GQA self-attention of a fresh sequence (its whole context is its own n rows: a prompt
+// Causal GQA self-attention of fresh sequences (each one's whole context is its own rows: prompts
 // prefilled in one pass), fused FlashAttention-2 style: one block takes 64 query rows of one head
-// (4 warps x 16 rows), walks the key tiles up to its diagonal through shared memory, and keeps
-// scores, the online softmax and the output in registers (mma.sync m16n8k16, fp16 in, fp32
-// accumulate). Nothing of size n x n touches memory: the cuBLAS path (attention_fresh.cu) wrote
-// and re-read 8 bytes per score, ~3 ms a layer for 32 prompts of 512 tokens on an H100.
+// of one sequence (4 warps x 16 rows), walks the key tiles up to its diagonal through shared
+// memory, and keeps scores, the online softmax and the output in registers (mma.sync m16n8k16,
+// fp16 in, fp32 accumulate; fragments from shared memory by ldmatrix). Every sequence of the pass
+// goes in one launch, so 32 prompts of 512 tokens make 10k blocks rather than 32 launches of 320.
+// Nothing of size n x n touches memory: the cuBLAS path (attention_fresh.cu) wrote and re-read 8
+// bytes per score, ~3 ms a layer for 32 prompts of 512 tokens on an H100.
 // CPU reference: cpu::attention_cpu.
 #include <cmath>
 
@@ -33,6 +35,22 @@ __device__ __forceinline__ uint32_t ld32(const __half* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
+// Four 8x8 fp16 matrices from shared memory, lane l giving the address of row l % 8 of matrix
+// l / 8; register i of every lane receives its fragment of matrix i (row lane / 4, columns
+// 2 (lane % 4), +1), or with .trans of its transpose.
+__device__ __forceinline__ void ldsm_x4(uint32_t* r, const __half* p) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t* r, const __half* p) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
 // p (two probabilities of one row) -> the fp16 pair hi and the pair of what hi misses (lo):
 // P V is then two tensor-core products that together carry ~22 bits of p, as accurate as an fp32
 // softmax (one fp16 P costs ~1e-2 in the logits of small models with large weights).
@@ -48,22 +66,32 @@ __device__ __forceinline__ void split2(float p0, float p1, uint32_t& hi, uint32_
 //   C 16x8: c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, same).
 // S = Q K^T: A = Q rows, B[d][key] = K[key][d], so b0 is a contiguous pair of a K row.
 // O = P V: A = P, rebuilt from two adjacent S tiles in registers; B[key][d] = V[key][d] (two rows).
+// Grid: x = query tile (of the longest sequence), y = head, z = sequence; sequence z's rows start
+// at row0[z] of q, k, v and out and number len[z].
 template <int D>
 __global__ void __launch_bounds__(128)
     attention_flash_kernel(const __half* __restrict__ q, int64_t ldq, const __half* __restrict__ k,
                            const __half* __restrict__ v, int64_t ld_kv, __half* __restrict__ out,
-                           int64_t ldo, int n, int group, float scale_log2) {
-  constexpr int LDS = D + 8;  // padded shared row (halves): rows start in different banks
+                           int64_t ldo, const int32_t* __restrict__ row0,
+                           const int32_t* __restrict__ len, int group, float scale_log2) {
+  constexpr int LDS = D + 8;  // padded shared row (halves): ldmatrix rows hit different banks
   __shared__ __align__(16) __half Ks[k_keys * LDS];
   __shared__ __align__(16) __half Vs[k_keys * LDS];
+  const int n = len[blockIdx.z];
+  const int tiles = (n + k_rows - 1) / k_rows;
+  if (int(blockIdx.x) >= tiles) return;  // a shorter sequence: whole block, before any barrier
+  const int64_t base = row0[blockIdx.z];
   const int h = blockIdx.y, kvh = h / group;
-  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (last) query tiles start first
+  const int tile = tiles - 1 - blockIdx.x;  // the longest (last) query tiles start first
   const int q0 = tile * k_rows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int ra = q0 + warp * 16 + g, rb = ra + 8;  // the two query rows this thread holds
-  const __half* qh = q + int64_t(h) * D;
-  const __half* kh = k + int64_t(kvh) * D;
-  const __half* vh = v + int64_t(kvh) * D;
+  const __half* qh = q + base * ldq + int64_t(h) * D;
+  const __half* kh = k + base * ld_kv + int64_t(kvh) * D;
+  const __half* vh = v + base * ld_kv + int64_t(kvh) * D;
+  out += base * ldo;
+  // ldmatrix rows this lane addresses: matrix lane / 8, row lane % 8.
+  const int lm = lane >> 3, lr = lane & 7;
 
   uint32_t qa[D / 16][4];
 #pragma unroll
@@ -104,12 +132,16 @@ __global__ void __launch_bounds__(128)
     float s[k_keys / 8][4];
 #pragma unroll
     for (int nt = 0; nt < k_keys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+      // K fragments, two key tiles at a time: matrices (keys nt*8.., d +0..7), (same keys, d
+      // +8..15), then the same for nt + 1: b0, b1 of nt and of nt + 1.
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
 #pragma unroll
-      for (int nt = 0; nt < k_keys / 8; ++nt) {
-        const __half* kr = Ks + (nt * 8 + g) * LDS + kk * 16 + 2 * t;
-        mma16816(s[nt], qa[kk], ld32(kr), ld32(kr + 8));
+      for (int nt = 0; nt < k_keys / 8; nt += 2) {
+        uint32_t b[4];
+        ldsm_x4(b, Ks + ((nt + (lm >> 1)) * 8 + lr) * LDS + kk * 16 + (lm & 1) * 8);
+        mma16816(s[nt], qa[kk], b[0], b[1]);
+        mma16816(s[nt + 1], qa[kk], b[2], b[3]);
       }
     // Scale into log2 units and mask keys after the row (and past n: those rows are zeros).
     float mx_a = -INFINITY, mx_b = -INFINITY;
@@ -163,14 +195,16 @@ __global__ void __launch_bounds__(128)
       split2(s[2 * ks][2], s[2 * ks][3], hi[1], lo[1]);
       split2(s[2 * ks + 1][0], s[2 * ks + 1][1], hi[2], lo[2]);
       split2(s[2 * ks + 1][2], s[2 * ks + 1][3], hi[3], lo[3]);
-      const __half* v0 = Vs + (ks * 16 + 2 * t) * LDS + g;
+      // V fragments, transposed, two d tiles at a time: matrices (keys +0..7, d dt*8..),
+      // (keys +8..15, same d), then the same for dt + 1: b0, b1 of dt and of dt + 1.
 #pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) {
-        const __half* vp = v0 + dt * 8;
-        const uint32_t b0 = pack_h2(vp[0], vp[LDS]);
-        const uint32_t b1 = pack_h2(vp[8 * LDS], vp[9 * LDS]);
-        mma16816(o[dt], hi, b0, b1);
-        mma16816(o[dt], lo, b0, b1);
+      for (int dt = 0; dt < D / 8; dt += 2) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, Vs + (ks * 16 + (lm & 1) * 8 + lr) * LDS + (dt + (lm >> 1)) * 8);
+        mma16816(o[dt], hi, b[0], b[1]);
+        mma16816(o[dt], lo, b[0], b[1]);
+        mma16816(o[dt + 1], hi, b[2], b[3]);
+        mma16816(o[dt + 1], lo, b[2], b[3]);
       }
     }
   }
@@ -195,10 +229,10 @@ __global__ void __launch_bounds__(128)
 
 template <int D>
 void launch(const __half* q, int64_t ldq, const __half* k, const __half* v, int64_t ld_kv,
-            __half* out, int64_t ldo, int64_t n, int64_t n_head, int64_t group, float scale,
-            cudaStream_t stream) {
-  const dim3 grid(unsigned((n + k_rows - 1) / k_rows), unsigned(n_head));
-  attention_flash_kernel<D><<<grid, 128, 0, stream>>>(q, ldq, k, v, ld_kv, out, ldo, int(n),
+            __half* out, int64_t ldo, const int32_t* row0, const int32_t* len, int64_t n_seq,
+            int64_t longest, int64_t n_head, int64_t group, float scale, cudaStream_t stream) {
+  const dim3 grid(unsigned((longest + k_rows - 1) / k_rows), unsigned(n_head), unsigned(n_seq));
+  attention_flash_kernel<D><<<grid, 128, 0, stream>>>(q, ldq, k, v, ld_kv, out, ldo, row0, len,
                                                       int(group), scale * 1.4426950408889634f);
   HS_CUDA_CHECK_LAUNCH();
 }
@@ -219,24 +253,30 @@ bool attention_flash_supported(const __half* q, int64_t ldq, const __half* k, co
 }
 
 void attention_flash(const __half* q, int64_t ldq, const __half* k, const __half* v, int64_t ld_kv,
-                     __half* out, int64_t ldo, int64_t n, int64_t n_head, int64_t n_kv, int64_t D,
+                     __half* out, int64_t ldo, const int32_t* row0, const int32_t* len,
+                     int64_t n_seq, int64_t longest, int64_t n_head, int64_t n_kv, int64_t D,
                      float scale, cudaStream_t stream) {
-  if (n <= 0) return;
+  if (n_seq <= 0 || longest <= 0) return;
   detail::require(n_kv > 0 && n_head % n_kv == 0, "attention_flash: n_head % n_kv != 0");
-  detail::require(n < (int64_t(1) << 30) && n_head < 65536, "attention_flash: bad shape");
+  detail::require(longest < (int64_t(1) << 30) && n_head < 65536 && n_seq < 65536,
+                  "attention_flash: bad shape");
   detail::require(attention_flash_supported(q, ldq, k, v, ld_kv, out, ldo, D),
                   "attention_flash: head dim not 16/32/64/128 or rows not 16-byte aligned");
   const int64_t group = n_head / n_kv;
+#define HS_FLASH(DIM)                                                                         \
+  launch<DIM>(q, ldq, k, v, ld_kv, out, ldo, row0, len, n_seq, longest, n_head, group, scale, \
+              stream)
   switch (D) {
     case 16:
-      return launch<16>(q, ldq, k, v, ld_kv, out, ldo, n, n_head, group, scale, stream);
+      return HS_FLASH(16);
     case 32:
-      return launch<32>(q, ldq, k, v, ld_kv, out, ldo, n, n_head, group, scale, stream);
+      return HS_FLASH(32);
     case 64:
-      return launch<64>(q, ldq, k, v, ld_kv, out, ldo, n, n_head, group, scale, stream);
+      return HS_FLASH(64);
     default:
-      return launch<128>(q, ldq, k, v, ld_kv, out, ldo, n, n_head, group, scale, stream);
+      return HS_FLASH(128);
   }
+#undef HS_FLASH
 }
 
 }  // namespace hs::cuda

@@ -367,22 +367,15 @@ class cuda_backend final : public backend {
     for (auto n : a.len) longest = std::max<int64_t>(longest, n);
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
-    // Fused on chip where the head dim and alignment allow (every shipped shape); else the
-    // cuBLAS path with its scores scratch.
-    bool fused = true;
-    for (std::size_t i = 0; i < a.row0.size() && fused; ++i) {
-      const int64_t r0 = a.row0[i];
-      fused = cuda::attention_flash_supported(H(q) + r0 * QW, QW, H(a.k) + r0 * a.ld_kv,
-                                              H(a.v) + r0 * a.ld_kv, a.ld_kv, H(out) + r0 * QW, QW,
-                                              a.head_dim);
-    }
-    if (fused) {
-      for (std::size_t i = 0; i < a.row0.size(); ++i) {
-        const int64_t r0 = a.row0[i];
-        cuda::attention_flash(H(q) + r0 * QW, QW, H(a.k) + r0 * a.ld_kv, H(a.v) + r0 * a.ld_kv,
-                              a.ld_kv, H(out) + r0 * QW, QW, a.len[i], a.n_head, a.n_kv, a.head_dim,
-                              a.scale, L.s);
-      }
+    // Fused on chip, every sequence in one launch, where the head dim and alignment allow
+    // (every shipped shape); else the cuBLAS path with its scores scratch.
+    if (cuda::attention_flash_supported(H(q), QW, H(a.k), H(a.v), a.ld_kv, H(out), QW,
+                                        a.head_dim)) {
+      auto d = L.stage({cuda::arg_of(a.row0), cuda::arg_of(a.len)});
+      cuda::attention_flash(H(q), QW, H(a.k), H(a.v), a.ld_kv, H(out), QW,
+                            reinterpret_cast<const int32_t*>(d[0]),
+                            reinterpret_cast<const int32_t*>(d[1]), int64_t(a.row0.size()), longest,
+                            a.n_head, a.n_kv, a.head_dim, a.scale, L.s);
       return;
     }
     cublasHandle_t handle = L.blas();
