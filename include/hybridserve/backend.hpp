@@ -154,7 +154,8 @@ class backend {
   /// Many independent copies, in stream order as a whole (no order among them): one API call
   /// on CUDA (cudaMemcpyBatchAsync), so thousands of cache blocks cost no per-copy launch.
   virtual void copy_batch(stream s, std::vector<copy_op> ops) = 0;
-  /// Copies row i of `src` (rows `src_stride` bytes apart) to dst[i], `row_bytes` each.
+  /// Copies row i of `src` (rows `src_stride` bytes apart) to dst[i], `row_bytes` each; rows
+  /// whose dst[i] is null are skipped.
   virtual void scatter_rows(stream s, const void* src, std::size_t src_stride,
                             std::size_t row_bytes, row_ptrs dst) = 0;
   /// Copies src[i] to row i of `dst` ([rows, row_bytes] contiguous).

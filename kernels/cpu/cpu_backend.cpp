@@ -190,7 +190,7 @@ class cpu_backend final : public backend {
                     row_ptrs dst) override {
     enqueue(s, [src, src_stride, row_bytes, dst = std::move(dst)] {
       for (std::size_t i = 0; i < dst.size(); ++i)
-        std::memcpy(dst[i], static_cast<const char*>(src) + i * src_stride, row_bytes);
+        if (dst[i]) std::memcpy(dst[i], static_cast<const char*>(src) + i * src_stride, row_bytes);
     });
   }
   void gather_rows(stream s, std::vector<const void*> src, std::size_t row_bytes,

@@ -10,8 +10,9 @@ namespace hs::cuda {
 // ---- CUDA kernels
 
 // Row r: from src_ptrs[r] (or src + r * src_stride) to dst_ptrs[r] (or dst + r * dst_stride),
-// `units` elements of T each. T is uint4 (16 bytes), uint32_t or uint8_t: the widest the
-// caller found every pointer, stride and the row length aligned to. Blocks stride over rows.
+// `units` elements of T each; a null dst_ptrs[r] skips the row. T is uint4 (16 bytes), uint32_t or
+// uint8_t: the widest the caller found every pointer, stride and the row length aligned to. Blocks
+// stride over rows.
 template <class T>
 __global__ void copy_rows_kernel(const char* src, std::size_t src_stride,
                                  const void* const* src_ptrs, char* dst, std::size_t dst_stride,
@@ -21,6 +22,7 @@ __global__ void copy_rows_kernel(const char* src, std::size_t src_stride,
                                                      : src + std::size_t(r) * src_stride);
     T* d = reinterpret_cast<T*>(dst_ptrs ? static_cast<char*>(dst_ptrs[r])
                                          : dst + std::size_t(r) * dst_stride);
+    if (!d) continue;  // the same for the whole block
     for (int64_t u = threadIdx.x; u < units; u += blockDim.x) d[u] = s[u];
   }
 }

@@ -505,6 +505,34 @@ TEST_CASE("cuda backend: scatter/gather rows at 16-, 4- and 1-byte alignment", "
   }
 }
 
+TEST_CASE("cuda backend: scatter_rows skips rows whose destination is null", "[gpu]") {
+  auto be = hs::make_cuda_backend(std::size_t(1) << 26);
+  const std::size_t rows = 50, row = 80, bytes = rows * row;
+  char* flat = static_cast<char*>(be->device_alloc(bytes, "flat"));
+  char* pool = static_cast<char*>(be->device_alloc(bytes, "pool"));
+  std::vector<unsigned char> init(bytes);
+  for (std::size_t i = 0; i < bytes; ++i) init[i] = static_cast<unsigned char>(i * 5 + 3);
+  be->copy(stream::compute, flat, init.data(), bytes);
+  be->copy(stream::compute, pool, std::vector<char>(bytes, 0).data(), bytes);
+  hs::row_ptrs dst(rows, nullptr);
+  for (std::size_t i = 0; i < rows; ++i)
+    if (i % 3 != 1) dst[i] = pool + (rows - 1 - i) * row;  // reversed, every third row skipped
+  be->scatter_rows(stream::compute, flat, row, row, dst);
+  be->synchronize();
+  std::vector<unsigned char> got(bytes);
+  be->copy(stream::d2h, got.data(), pool, bytes);
+  be->synchronize();
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < rows; ++i) {
+    const unsigned char* at = &got[(rows - 1 - i) * row];
+    if (i % 3 != 1)
+      bad += std::memcmp(at, &init[i * row], row) != 0;
+    else
+      bad += std::count(at, at + row, 0) != std::ptrdiff_t(row);  // untouched: still zeros
+  }
+  CHECK(bad == 0);
+}
+
 TEST_CASE("cuda backend: copy_batch moves many blocks host->device, device->host, device->device",
           "[gpu]") {
   auto be = hs::make_cuda_backend(std::size_t(1) << 26);
