@@ -14,8 +14,7 @@ std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new
   const std::size_t N = std::size_t(new_tokens), H = std::size_t(c.hidden);
   const std::size_t Q = std::size_t(c.q_dim()), KV = std::size_t(c.kv_dim());
   const std::size_t F = std::size_t(c.ffn) * (c.architecture == arch::llama ? 2 : 1);
-  const std::size_t buffers =
-      N * (4 * H + 2 * Q + 2 * KV + F);  // x, xn, tmp, rows, q, attn, kvn, FFN
+  const std::size_t buffers = N * (3 * H + 2 * Q + 2 * KV + F);  // x, xn, rows, q, attn, kvn, FFN
   const std::size_t S = std::size_t(staged_tokens), A = std::size_t(act_tokens);
   const std::size_t workspace =
       2 * S * 2 * KV + A * 2 * KV + 2 * std::size_t(host_act_tokens) * H +
@@ -161,7 +160,6 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   };
   alloc(&x_, N * c.hidden, "residual stream");
   alloc(&xn_, N * c.hidden, "normed activations");
-  alloc(&tmp_, N * c.hidden, "projection output");
   alloc(&q_, N * c.q_dim(), "queries");
   alloc(&kvn_, N * 2 * c.kv_dim(), "new keys and values");
   alloc(&attn_, N * c.q_dim(), "attention output");
@@ -416,9 +414,8 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   if (any_paged) be_.attention(s, q_, attn_, std::move(a));
   if (!fa.row0.empty()) be_.attention_fresh(s, q_, attn_, std::move(fa));
   mark(2);
-  be_.linear(s, attn_, w.wo, w.bo, tmp_, N, H, Q);
-  be_.wait(s, act_saved);
-  be_.add(s, x_, tmp_, N * H);
+  be_.wait(s, act_saved);  // x is about to change
+  be_.linear_add(s, attn_, w.wo, w.bo, x_, N, H, Q);
   mark(3);
   if (opt) {
     be_.norm(s, x_, w.ffn_norm_w, w.ffn_norm_b, xn_, N, H, c.norm_eps, false);
@@ -429,8 +426,7 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
     be_.linear(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
     be_.silu_mul(s, gate_, up_, up_, N * Fd);
   }
-  be_.linear(s, up_, w.w_down, w.b_down, tmp_, N, H, Fd);
-  be_.add(s, x_, tmp_, N * H);
+  be_.linear_add(s, up_, w.w_down, w.b_down, x_, N, H, Fd);
   // The slot set and kvn are reused two layers on / next layer: the host copies must be done.
   be_.wait(s, kv_kept);
   done_[std::size_t(j)] = be_.record(s);

@@ -183,6 +183,10 @@ class backend {
     linear(s, x, w, b, y, M, N, K);
     relu(s, y, M * N);
   }
+  /// y[M, N] += x[M, K] @ w[N, K]^T (+ b): a residual branch added onto the stream (y) by the
+  /// projection itself, with no buffer and no pass of its own.
+  virtual void linear_add(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                          int64_t N, int64_t K) = 0;
   /// out = silu(gate) * up, [n].
   virtual void silu_mul(stream s, const void* gate, const void* up, void* out, int64_t n) = 0;
   /// x += y, [n].

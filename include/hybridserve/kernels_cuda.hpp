@@ -4,6 +4,7 @@
 // synchronize, and throw hs::error (cuda_check.hpp) on a bad argument or a failed launch.
 // Shapes: M = tokens (rows), H = hidden, N/K = GEMM output/input features, D = head dim.
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -11,6 +12,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <tuple>
 
 #include "hybridserve/sample_rows.hpp"
 
@@ -104,8 +107,37 @@ void attention_flash(const __half* q, int64_t ldq, const __half* k, const __half
 // ---- linear (linear.cu)
 /// y[M, N] = x[M, K] @ w[N, K]^T (fp16 in/out, fp32 compute) on the caller's handle, which
 /// carries the stream; host pointer mode expected. Bias and activation: bias_act.
+/// With `accumulate`, y += x w^T instead.
 void linear(cublasHandle_t handle, const __half* x, const __half* w, __half* y, int64_t M,
-            int64_t N, int64_t K);
+            int64_t N, int64_t K, bool accumulate = false);
+
+/// A cuBLASLt handle and the algorithm chosen for each GEMM shape, epilogue and alignment (the
+/// heuristic runs once per key). One per stream; the caller serialises its use.
+struct lt_context {
+  struct key {
+    int64_t M, N, K;
+    int epilogue;
+    bool accumulate;
+    uint32_t align_w, align_x, align_y, align_b;
+    bool operator<(const key& o) const {
+      return std::tie(M, N, K, epilogue, accumulate, align_w, align_x, align_y, align_b) <
+             std::tie(o.M, o.N, o.K, o.epilogue, o.accumulate, o.align_w, o.align_x, o.align_y,
+                      o.align_b);
+    }
+  };
+  struct choice {
+    bool ok = false;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  cublasLtHandle_t handle = nullptr;
+  std::map<key, choice> algos;
+};
+/// y = [relu](x w^T + b), or with `accumulate` y += x w^T + b (b may be null), in one cuBLASLt
+/// GEMM whose epilogue adds the bias and applies the ReLU, y being read as C in place. Returns
+/// false, having enqueued nothing, where cuBLASLt offers no algorithm for it (the caller then
+/// runs linear() and the bias/activation kernel).
+bool linear_lt(lt_context& ctx, const __half* x, const __half* w, const __half* bias, __half* y,
+               int64_t M, int64_t N, int64_t K, bool relu, bool accumulate, cudaStream_t stream);
 
 // ---- K/V rebuild from activation checkpoints (kv_rebuild.cu)
 enum class norm_kind { none, layernorm, rmsnorm };

@@ -155,7 +155,7 @@ class step_pipeline {
   std::vector<int32_t> ids_, pos_;
   buffer_pool& pool_;
   void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr, *attn_ = nullptr;
-  void *tmp_ = nullptr, *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
+  void *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
   void* ws_slots_[2] = {};        // host-tier KV, [n_slots_, kv_layer_bytes] each
   void* ws_act_slots_ = nullptr;  // rebuilt K/V, [n_act_slots_, kv_layer_bytes]
   void* ws_act_[2] = {};          // host-tier act staging, [act_rows_total_ - device rows, hidden]

@@ -229,6 +229,15 @@ class cpu_backend final : public backend {
               int64_t K) override {
     enqueue(s, [=] { cpu::linear_cpu(F(x), F(w), F(b), F(y), M, N, K); });
   }
+  void linear_add(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                  int64_t N, int64_t K) override {
+    enqueue(s, [=] {
+      std::vector<float> t(std::size_t(M * N));
+      cpu::linear_cpu(F(x), F(w), F(b), t.data(), M, N, K);
+      float* out = F(y);
+      for (std::size_t i = 0; i < t.size(); ++i) out[i] += t[i];
+    });
+  }
   void rope(stream s, void* x, int64_t row_stride, std::vector<int32_t> positions, int64_t heads,
             int64_t D, float theta) override {
     enqueue(s, [=, positions = std::move(positions)] {

@@ -326,6 +326,14 @@ class cuda_backend final : public backend {
                    int64_t N, int64_t K) override {
     linear_act(s, x, w, b, y, M, N, K, cuda::activation::relu);
   }
+  void linear_add(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
+                  int64_t N, int64_t K) override {
+    cuda::stream_lane& L = lane_of(s);
+    std::lock_guard<std::mutex> lk(L.m);
+    if (b && cuda::linear_lt(L.lt(), H(x), H(w), H(b), H(y), M, N, K, false, true, L.s)) return;
+    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K, true);
+    if (b) cuda::bias_act(H(y), H(b), H(y), M, N, cuda::activation::none, L.s);
+  }
   void relu(stream s, void* x, int64_t n) override {
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
@@ -539,6 +547,11 @@ class cuda_backend final : public backend {
                   int64_t N, int64_t K, cuda::activation act) {
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
+    // Bias and ReLU in the GEMM's epilogue where cuBLASLt has an algorithm for it.
+    if ((b || act == cuda::activation::relu) &&
+        cuda::linear_lt(L.lt(), H(x), H(w), b ? H(b) : nullptr, H(y), M, N, K,
+                        act == cuda::activation::relu, false, L.s))
+      return;
     cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K);
     if (b || act != cuda::activation::none)
       cuda::bias_act(H(y), b ? H(b) : nullptr, H(y), M, N, act, L.s);

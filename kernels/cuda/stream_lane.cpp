@@ -59,6 +59,11 @@ cublasHandle_t stream_lane::blas() {
   return blas_;
 }
 
+lt_context& stream_lane::lt() {
+  if (!lt_.handle) HS_CUBLAS_TRY(cublasLtCreate(&lt_.handle));
+  return lt_;
+}
+
 void stream_lane::ensure_device(dev_ptr& p, std::size_t& cap, std::size_t need, const char* what) {
   if (p && need <= cap) return;
   HS_CUDA_TRY(cudaStreamSynchronize(s));
@@ -157,6 +162,9 @@ void stream_lane::release() noexcept {
   ring_cap_ = args_cap_ = xn_cap = lg_cap = lg_host_cap = 0;
   if (blas_) cublasDestroy(blas_);
   blas_ = nullptr;
+  if (lt_.handle) cublasLtDestroy(lt_.handle);
+  lt_.handle = nullptr;
+  lt_.algos.clear();
   if (s) (void)cudaStreamDestroy(s);
   s = nullptr;
 }

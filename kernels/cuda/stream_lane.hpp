@@ -22,6 +22,8 @@
 #include <mutex>
 #include <vector>
 
+#include "hybridserve/kernels_cuda.hpp"
+
 namespace hs::cuda {
 
 struct host_free {
@@ -66,6 +68,8 @@ class stream_lane {
   /// The stream's cuBLAS handle, made on first use: bound to `s`, default math (tensor cores
   /// allowed; fp32 accumulation is chosen per call), host pointer mode.
   cublasHandle_t blas();
+  /// The stream's cuBLASLt context (handle made on first use, algorithms found per shape).
+  lt_context& lt();
   /// Packs `parts` (16-byte aligned each) into the pinned ring, enqueues one copy into the
   /// device argument buffer and returns the device address of each part.
   std::vector<char*> stage(std::initializer_list<arg> parts);
@@ -92,6 +96,7 @@ class stream_lane {
     cudaEvent_t ev;
   };
   cublasHandle_t blas_ = nullptr;
+  lt_context lt_;
   pinned_ptr ring_;
   std::size_t ring_cap_ = 0, head_ = 0;
   std::deque<region> live_;

@@ -282,6 +282,15 @@ void run_workload(hs::arch arch) {
     be.add(stream::compute, x.p[k], tmp.p[k], N * H);
   });
   check(d, x, 2e-2, 2e-2, "linear + bias + residual add");
+  // The same in one call (cuBLASLt epilogue on CUDA), with and without the bias.
+  d.both([&](hs::backend& be, int k) {
+    be.linear_add(stream::compute, attn.p[k], b_wo.p[k], b_bo.p[k], x.p[k], N, H, Q);
+  });
+  check(d, x, 2e-2, 2e-2, "linear_add with bias");
+  d.both([&](hs::backend& be, int k) {
+    be.linear_add(stream::compute, attn.p[k], b_wo.p[k], nullptr, x.p[k], N, H, Q);
+  });
+  check(d, x, 2e-2, 2e-2, "linear_add without bias");
   // The fused ReLU (CUDA) against linear then relu (the CPU backend's default).
   d.both([&](hs::backend& be, int k) {
     be.linear_relu(stream::compute, attn.p[k], b_wo.p[k], b_bo.p[k], tmp.p[k], N, H, Q);
