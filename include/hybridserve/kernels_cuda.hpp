@@ -159,6 +159,9 @@ struct kv_rebuild_args {
   __half* const* v_dst = nullptr;  // [M] the same for V; blocks are [block_size, n_kv, D]
   const int32_t* slot = nullptr;   // [M] token slot of row m within its block
   void* workspace = nullptr;       // kv_rebuild_workspace_bytes(M, H, n_kv, D) bytes, 256-B aligned
+  // When given, the bias is added in the GEMM's epilogue (one rounding), as the layer's own K/V
+  // projection (linear_lt) does: rebuilt and stored K/V then round alike.
+  lt_context* lt = nullptr;
 };
 
 /// Scratch the rebuild needs (normed x and the GEMM output), 256-byte aligned pieces.

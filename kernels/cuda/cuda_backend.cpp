@@ -450,6 +450,7 @@ class cuda_backend final : public backend {
       a.v_dst = dv;
       a.slot = dslot;
       a.workspace = scratch;
+      a.lt = &L.lt();
       cuda::kv_rebuild(a, handle, L.s);
     } else {
       __half* xn = H(scratch);
@@ -458,9 +459,12 @@ class cuda_backend final : public backend {
         cuda::rmsnorm(H(act), H(w.attn_norm_w), xn, M, Hd, cfg.norm_eps, L.s);
       else
         cuda::layernorm(H(act), H(w.attn_norm_w), H(w.attn_norm_b), xn, M, Hd, cfg.norm_eps, L.s);
-      cuda::linear(handle, xn, H(w.wkv), kv, M, 2 * KV, Hd);
-      cuda::kv_bias_rope_scatter(kv, H(w.bkv), M, n_kv, D, dpos, cfg.rope_theta, dk, dv, dslot,
-                                 L.s);
+      const __half* bias = H(w.bkv);
+      if (bias && cuda::linear_lt(L.lt(), xn, H(w.wkv), bias, kv, M, 2 * KV, Hd, false, false, L.s))
+        bias = nullptr;  // in the epilogue, as the layer's own K/V projection
+      else
+        cuda::linear(handle, xn, H(w.wkv), kv, M, 2 * KV, Hd);
+      cuda::kv_bias_rope_scatter(kv, bias, M, n_kv, D, dpos, cfg.rope_theta, dk, dv, dslot, L.s);
     }
   }
   void logits(stream s, const model_config& cfg, const void* x, int64_t R, const void* norm_w,
