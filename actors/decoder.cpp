@@ -31,7 +31,8 @@ struct decoder_state {
   caf::typed_response_promise<step_outcome> promise;
   std::map<int32_t, layer_ready> arrived;                        // weights placed
   std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // rebuild enqueued
-  int32_t next_rebuild = 0, next_compute = 0;
+  std::map<int32_t, event_ref> computed;  // ring slot kept until load_cache(j + 2) is enqueued
+  int32_t next_rebuild = 0, next_compute = 0, next_cache = 2;
   std::chrono::steady_clock::time_point t0, t_layout, t_last_done;
   static inline const char* name = "decoder";
   // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
@@ -55,6 +56,8 @@ void fail_step(decoder_ptr self, const std::string& why, int32_t held = -1) {
   if (held >= 0) self->send(st.loader, release_atom::value, held, event_ref{});
   for (const auto& [j, r] : st.arrived) self->send(st.loader, release_atom::value, j, event_ref{});
   for (const auto& [j, r] : st.rebuilt) self->send(st.loader, release_atom::value, j, event_ref{});
+  for (const auto& [j, e] : st.computed) self->send(st.loader, release_atom::value, j, event_ref{});
+  st.computed.clear();
   st.arrived.clear();
   st.rebuilt.clear();
   step_outcome o;
@@ -71,8 +74,12 @@ void fail_step(decoder_ptr self, const std::string& why, int32_t held = -1) {
 //  - the rebuild request for layer j once its weights are placed and layer j - 1's compute is
 //    enqueued (the rebuilt K/V slots are one set, free again when layer j - 1's attention has
 //    read them); its host-tier cache was enqueued by load_cache(j) before layer j's weights;
-//  - compute_layer(j) once its rebuild event arrived, then load_cache(j + 2) and only then the
-//    release of layer j's ring slot, so that cache goes ahead of the weights that refill it.
+//  - compute_layer(j) once its rebuild event arrived;
+//  - load_cache(j + 2) once compute_layer(j) is enqueued and layer j + 1's weights are (its
+//    layer_ready arrived), and only then the release of layer j's ring slot. The h2d stream then
+//    runs W(j+1), cache(j+2), W(j+2), cache(j+3), ... whatever the threads' timing: a weight
+//    upload never queues behind the wait of a later layer's cache load for a later compute (in
+//    prefill passes, where the decoder runs ahead, W(j+2) waited for compute j+1, not j).
 void advance(decoder_ptr self) {
   auto& st = self->state;
   const int32_t L = st.m->config.n_layer;
@@ -105,11 +112,13 @@ void advance(decoder_ptr self) {
       event_ref done;
       try {
         done = st.pipe->compute_layer(ready, rebuilt);
-        if (ready.layer + 2 < L) st.pipe->load_cache(ready.layer + 2);
       } catch (const std::exception& e) {
         return fail_step(self, e.what(), ready.layer);
       }
-      self->send(st.loader, release_atom::value, ready.layer, done);
+      if (ready.layer + 2 < L)
+        st.computed.emplace(ready.layer, done);  // released after load_cache(layer + 2)
+      else
+        self->send(st.loader, release_atom::value, ready.layer, done);
       progress = true;
       if (++st.next_compute == L) {
         event_ref fin;
@@ -131,6 +140,22 @@ void advance(decoder_ptr self) {
         st.be->on_done(fin, [me, step] { caf::anon_send(me, sampled_atom::value, step); });
       }
     }
+    // With one ring slot, W(j+1) needs layer j's slot back: no waiting for its arrival then.
+    const auto placed = [&](int32_t k) {
+      return st.head.ring_slots < 2 || k < st.next_rebuild || st.arrived.count(k) > 0;
+    };
+    while (st.pipe && st.next_cache < L && st.next_cache <= st.next_compute + 1 &&
+           placed(st.next_cache - 1)) {
+      const int32_t j = st.next_cache++;
+      try {
+        st.pipe->load_cache(j);
+      } catch (const std::exception& e) {
+        return fail_step(self, e.what());
+      }
+      auto node = st.computed.extract(j - 2);
+      self->send(st.loader, release_atom::value, j - 2, node.mapped());
+      progress = true;
+    }
   }
 }
 
@@ -148,6 +173,8 @@ void start_step(decoder_ptr self, step_layout layout) {
     return fail_step(self, e.what());
   }
   st.next_compute = st.next_rebuild = 0;
+  st.next_cache = 2;  // layers 0 and 1: loaded above
+  st.computed.clear();
   st.rebuilt.clear();
   st.arrived.clear();
   const int64_t step = st.items.step;
