@@ -131,7 +131,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
         const std::size_t dev = std::size_t(std::max<int64_t>(0, cap));
         const int64_t pass =
             o.prefill_first
-                ? int64_t(std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, dev),
+                // A prompt's later chunk may find its earlier ones in the host tier (the device
+                // cache full of other sequences): its whole past staged.
+                ? int64_t(std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, 0),
                                    pass_device_bytes_worst(c, eb, o.batch_hint, ctx, dev)))
                 : int64_t(pass_device_bytes_worst(
                       c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, dev));

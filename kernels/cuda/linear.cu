@@ -94,6 +94,7 @@ bool linear_lt(lt_context& ctx, const __half* x, const __half* w, const __half* 
   lt_context::key k{M, N, K, int(epi), accumulate, al_w, al_x, al_y, al_b};
   auto it = ctx.algos.find(k);
   if (it == ctx.algos.end()) {
+    if (ctx.algos.size() >= 4096) ctx.algos.clear();  // row counts vary when serving: bounded
     HS_LT_TRY(cublasLtMatmulPreferenceCreate(&call.pref));
     const std::size_t ws = 0;  // no workspace: nothing outside the device budget
     HS_LT_TRY(cublasLtMatmulPreferenceSetAttribute(
@@ -116,8 +117,15 @@ bool linear_lt(lt_context& ctx, const __half* x, const __half* w, const __half* 
   }
   if (!it->second.ok) return false;  // the caller takes the GEMM-then-kernel path
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  HS_LT_TRY(cublasLtMatmul(ctx.handle, call.op, &alpha, w, call.a, x, call.b, &beta, y, call.c, y,
-                           call.c, &it->second.algo, nullptr, 0, stream));
+  const cublasStatus_t st =
+      cublasLtMatmul(ctx.handle, call.op, &alpha, w, call.a, x, call.b, &beta, y, call.c, y, call.c,
+                     &it->second.algo, nullptr, 0, stream);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {  // refused before launching: the other path instead
+    it->second.ok = false;
+    return false;
+  }
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw hs::error(std::string("cuBLASLt: cublasLtMatmul failed: ") + cublasGetStatusString(st));
   return true;
 }
 
