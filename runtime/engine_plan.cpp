@@ -10,7 +10,7 @@ int64_t engine_fixed_device_bytes(const model_config& c, std::size_t elem_bytes,
   const int64_t eb = int64_t(elem_bytes);
   const int64_t buffers =
       int64_t(pass_device_bytes(c, elem_bytes, max_step_tokens, 0, 0, 0)) * 9 / 8;
-  int64_t table_rows = c.vocab;
+  int64_t table_rows = c.tied_embeddings ? 0 : c.vocab;  // tied: the head's copy serves embed()
   if (c.architecture == arch::opt) table_rows += c.max_pos + 2;  // learned positions, offset 2
   return buffers + table_rows * c.hidden * eb + int64_t(scratch_bytes);
 }

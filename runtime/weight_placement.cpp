@@ -35,6 +35,9 @@ weight_placement::weight_placement(backend& be, std::shared_ptr<const model> m, 
     void* head = alloc(std::size_t(c.vocab) * H * eb, "LM head");
     be_.upload_tensor(stream::h2d, head, model_->weights.lm_head);
     head_ = head;
+    // A tied head is the token table: embed() reads this copy instead of making another.
+    if (model_->weights.lm_head.data == model_->weights.tok_embed.data)
+      be_.share_table(model_->weights.tok_embed, head, be_.record(stream::h2d));
     for (int j = 0; j < resident_; ++j) {
       void* dst = alloc(layer_bytes_, "resident layer " + std::to_string(j));
       resident_info_.push_back(upload_layer(be_, stream::h2d, c, model_->weights.layers[j], dst));
@@ -42,6 +45,7 @@ weight_placement::weight_placement(backend& be, std::shared_ptr<const model> m, 
     for (int k = 0; k < n_slots; ++k)
       slots_.push_back(alloc(layer_bytes_, "weight ring slot " + std::to_string(k)));
   } catch (...) {
+    be_.share_table(model_->weights.tok_embed, nullptr, {});
     be_.synchronize();
     for (auto* p : owned_) be_.device_free(p);
     throw;
@@ -50,6 +54,7 @@ weight_placement::weight_placement(backend& be, std::shared_ptr<const model> m, 
 }
 
 weight_placement::~weight_placement() {
+  be_.share_table(model_->weights.tok_embed, nullptr, {});
   be_.synchronize();
   for (auto* p : owned_) be_.device_free(p);
 }

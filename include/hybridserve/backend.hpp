@@ -137,6 +137,15 @@ class backend {
     (void)longest;
     return 0;
   }
+  /// `device_copy` holds table t's elements (put there by upload_tensor, usable once `ready` is
+  /// done): a backend that keeps device copies of embedding tables for embed() may use it rather
+  /// than make its own (a tied LM head is the token table: one copy, not two). The caller keeps
+  /// it alive until it calls share_table(t, nullptr, {}), which ends the sharing.
+  virtual void share_table(const tensor_view& t, const void* device_copy, const event_ref& ready) {
+    (void)t;
+    (void)device_copy;
+    (void)ready;
+  }
   /// Diagnostics (bench --trace-pass): while on, record() makes events elapsed_ms can time.
   virtual void set_timing(bool on) { (void)on; }
   /// Milliseconds from event a to event b, both complete; NaN where the backend cannot tell.

@@ -539,6 +539,7 @@ class cuda_backend final : public backend {
     cudaEvent_t ready;
     dtype type;
     std::size_t nbytes;
+    event_ref shared;  // set: a copy the caller owns (share_table), ready is its event's
   };
   struct callback_lane {
     std::mutex m;
@@ -614,6 +615,18 @@ class cuda_backend final : public backend {
     return src;
   }
 
+  void share_table(const tensor_view& t, const void* device_copy, const event_ref& ready) override {
+    std::lock_guard<std::mutex> lk(tab_m_);
+    auto it = tables_.find(t.data);
+    if (!device_copy) {  // the sharing ends: forget the caller's copy (never our own)
+      if (it != tables_.end() && it->second.shared) tables_.erase(it);
+      return;
+    }
+    if (it != tables_.end() || !ready) return;  // a copy of our own already serves embed()
+    const cudaEvent_t ev = as_cuda(ready).get();
+    tables_.emplace(t.data,
+                    device_table{const_cast<void*>(device_copy), ev, t.type, t.nbytes, ready});
+  }
   // The device F16 copy of an embedding table, made on first use on L's stream (lane lock held).
   const void* table(cuda::stream_lane& L, const tensor_view& t) {
     std::lock_guard<std::mutex> lk(tab_m_);
@@ -633,7 +646,7 @@ class cuda_backend final : public backend {
         device_free(dev);
         throw;
       }
-      it = tables_.emplace(t.data, device_table{dev, ev, t.type, t.nbytes}).first;
+      it = tables_.emplace(t.data, device_table{dev, ev, t.type, t.nbytes, nullptr}).first;
     }
     HS_CUDA_TRY(cudaStreamWaitEvent(L.s, it->second.ready, 0));  // made on another stream?
     return it->second.dev;
@@ -645,6 +658,7 @@ class cuda_backend final : public backend {
       sc = {};
     }
     for (auto& [key, t] : tables_) {
+      if (t.shared) continue;  // the caller's
       (void)cudaEventDestroy(t.ready);
       device_free(t.dev);
     }
