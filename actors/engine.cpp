@@ -121,7 +121,10 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       // passes need both at once.
       const auto& c = m->config;
       const std::size_t eb = std::size_t(p->be->elem_bytes());
-      const int64_t seq_ctx = o.context_hint + o.block_size;  // a block of slack
+      // Cache slots are whole blocks: the longest context rounded up to them.
+      const int64_t longest =
+          o.context_max_hint >= 0 ? o.context_max_hint : o.context_hint + o.block_size;
+      const int64_t seq_ctx = (longest + o.block_size - 1) / o.block_size * o.block_size;
       const int64_t ctx = int64_t(o.batch_hint) * seq_ctx;
       const int64_t left = int64_t(budget) - int64_t(p->be->device_used());
       // Only host-tier cache is staged; what the cache cap keeps on the device is read in place
@@ -137,9 +140,11 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
                                    pass_device_bytes_worst(c, eb, o.batch_hint, ctx, dev)))
                 : int64_t(pass_device_bytes_worst(
                       c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, dev));
-        // (+1/8: the decoder's buffer pool grows buffers with that much slack.)
-        return pass + pass / 8 +
-               int64_t(attn_scratch);  // prefill attention scores (cuBLAS path), on first use
+        // With a known longest context the reserve is exact: the buffer pool's slack takes only
+        // what the budget has left, and its first allocation then covers the growth. Without
+        // one, 1/8 more (the pool's full slack) for contexts beyond the hint.
+        const int64_t margin = o.context_max_hint >= 0 ? 0 : pass / 8;
+        return pass + margin + int64_t(attn_scratch);  // attention scores (cuBLAS path)
       };
       // From "nothing on the device" up: the reserve shrinks as the cap grows (fewer host-tier
       // tokens to stage), and each round's reserve is the one of the previous, smaller cap, so

@@ -43,6 +43,7 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   opts.cal = cal;
   opts.batch_hint = o.batch;
   opts.context_hint = o.prompt + o.gen / 2;
+  opts.context_max_hint = o.prompt + o.gen;
   opts.max_batch = o.batch;
   // Prefill in 4 passes: each pass streams every weight once, and at 16k rows a pass's GEMMs
   // take about as long as its weights take to arrive. Override with --step-tokens.

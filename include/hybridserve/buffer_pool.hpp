@@ -5,6 +5,7 @@
 // earlier passes held and allocates this pass's set afresh: a prefill pass's wide buffers and a
 // decode pass's cache workspace then share the same memory instead of both being reserved.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -28,10 +29,11 @@ class buffer_pool {
     void** out = nullptr;  // receives the buffer
   };
 
-  /// Device buffers of at least the asked bytes, under their names. Growth adds 1/8 more than
-  /// asked (where the budget allows), so a batch whose context creeps up by a block per pass does
-  /// not reallocate every pass. Only call between passes: buffers may be replaced, and the work
-  /// that used them must be finished. Throws hs::error when even a fresh set does not fit.
+  /// Device buffers of at least the asked bytes, under their names. Growth adds up to 1/8 more
+  /// than asked, as much of it as the budget has left, so a batch whose context creeps up by a
+  /// block per pass does not reallocate every pass. Only call between passes: buffers may be
+  /// replaced, and the work that used them must be finished. Throws hs::error when even a fresh set
+  /// does not fit.
   void acquire(const std::vector<request>& reqs) {
     bool fits = true;
     for (const auto& r : reqs) {
@@ -81,7 +83,12 @@ class buffer_pool {
     if (b.ptr) be_.device_free(b.ptr);
     b.ptr = nullptr;
     b.bytes = 0;
-    const std::size_t want = slack ? bytes + bytes / 8 : bytes;
+    std::size_t extra = 0;
+    if (slack) {
+      const std::size_t used = be_.device_used() + bytes, budget = be_.device_budget();
+      extra = std::min(bytes / 8, budget > used ? budget - used : 0);
+    }
+    const std::size_t want = bytes + extra;
     b.ptr = be_.device_alloc(want, name);
     b.bytes = want;
   }

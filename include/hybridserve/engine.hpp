@@ -28,10 +28,13 @@ struct engine_options {
   int64_t device_cache_cap = -1;               // -1: the plan decides
   std::optional<calibration> cal;              // measured at start when absent
   int64_t batch_hint = 8, context_hint = 256;  // workload the first plan assumes
-  int scheduler_threads = 0;                   // CAF workers; 0 = CAF's default
-  bool network = false;                        // load CAF's middleman (TCP front ends)
-  std::vector<int64_t> trace_passes;           // diagnostics: time the layers of these passes
-                                               // (engine_report.intake.trace)
+  // The longest context a sequence of the hinted batch reaches (what a pass's workspace is
+  // reserved for); < 0: context_hint plus one block.
+  int64_t context_max_hint = -1;
+  int scheduler_threads = 0;          // CAF workers; 0 = CAF's default
+  bool network = false;               // load CAF's middleman (TCP front ends)
+  std::vector<int64_t> trace_passes;  // diagnostics: time the layers of these passes
+                                      // (engine_report.intake.trace)
 };
 
 /// Everything the admin console and metrics show.

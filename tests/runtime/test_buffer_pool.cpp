@@ -32,3 +32,19 @@ TEST_CASE("buffer pool: reuse, slack, a fresh set when the budget is short", "[e
   pool.clear();
   CHECK(be->device_used() == 0);
 }
+
+TEST_CASE("buffer pool: slack takes only what the budget has left", "[engine]") {
+  auto be = hs::make_cpu_backend(1000);
+  hs::buffer_pool pool(*be);
+  void *a = nullptr, *b = nullptr;
+  pool.acquire({{"a", 800, &a}});  // 800 + 100 (1/8)
+  CHECK(pool.held() == 900);
+  pool.acquire({{"a", 800, &a}, {"b", 96, &b}});  // b: 96 + 4 (all that is left, not 12)
+  REQUIRE(b);
+  CHECK(pool.held() == 1000);
+  CHECK(be->device_used() == 1000);
+  void* b0 = b;
+  pool.acquire({{"a", 850, &a}, {"b", 100, &b}});  // both within what they hold: no new buffers
+  CHECK(b == b0);
+  CHECK(pool.held() == 1000);
+}
