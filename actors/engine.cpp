@@ -116,9 +116,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
       // The cache may take what the weights leave, minus what a pass allocates: buffers for its
       // new tokens and workspace for the cache it reads that is not read in place (worst case:
       // none is). A decode pass of the hinted batch reads the whole context; a prefill pass,
-      // under prefill-first scheduling, at most one prompt's earlier chunks. The buffer pool
-      // lets one pass's buffers go for the other's, so only the larger is reserved; mixed
-      // passes need both at once.
+      // under prefill-first scheduling, its new tokens and at most one prompt's earlier chunks. The
+      // buffer pool lets one pass's buffers go for the other's, so only the larger is reserved;
+      // mixed passes need both at once.
       const auto& c = m->config;
       const std::size_t eb = std::size_t(p->be->elem_bytes());
       // Cache slots are whole blocks: the longest context rounded up to them.
@@ -134,9 +134,11 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
         const std::size_t dev = std::size_t(std::max<int64_t>(0, cap));
         const int64_t pass =
             o.prefill_first
-                // A prompt's later chunk may find its earlier ones in the host tier (the device
-                // cache full of other sequences): its whole past staged.
-                ? int64_t(std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens, seq_ctx, 0),
+                // A prefill pass may find the device cache full: its new tokens' blocks in the
+                // host tier (host K/V rows pass through workspace slots on their way out) and a
+                // prompt's earlier chunks there too, staged.
+                ? int64_t(std::max(pass_device_bytes_worst(c, eb, o.max_step_tokens,
+                                                           o.max_step_tokens + seq_ctx, 0),
                                    pass_device_bytes_worst(c, eb, o.batch_hint, ctx, dev)))
                 : int64_t(pass_device_bytes_worst(
                       c, eb, std::max<int64_t>(o.max_step_tokens, o.batch_hint), ctx, dev));

@@ -72,7 +72,8 @@ inline std::size_t rebuild_scratch_elems(const model_config& c, int64_t rows) {
 }
 
 /// Device bytes one pass allocates: buffers for `new_tokens`; two sets of K/V slots for
-/// `staged_tokens` of host-tier KV (the link fills one while attention reads the other); for
+/// `staged_tokens` of host-tier KV (the link fills one while attention reads the other; new
+/// tokens of host-tier blocks count too: their K/V rows leave through the slots); for
 /// `act_tokens` of activations, one set of K/V slots their rebuild writes (the GPU makes them,
 /// so the rebuild of layer j + 1 simply follows layer j's attention) and one rebuild scratch;
 /// two sets of staging rows for the `host_act_tokens` of them that come over the link.
