@@ -149,18 +149,19 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
         const int64_t margin = o.context_max_hint >= 0 ? 0 : pass / 8;
         return pass + margin + int64_t(attn_scratch);  // attention scores (cuBLAS path)
       };
-      // From "nothing on the device" up: the reserve shrinks as the cap grows (fewer host-tier
-      // tokens to stage), and each round's reserve is the one of the previous, smaller cap, so
-      // it covers the cap it leads to.
       // A budget that cannot hold one pass of the hinted workload beside the weights is refused
-      // here, with the figures, rather than failing passes later.
-      if (left < reserve_for(0))
+      // here, with the figures, rather than failing passes later. Then from "nothing on the
+      // device" up: the reserve shrinks as the cap grows (fewer host-tier tokens to stage), and
+      // each round's reserve is the one of the previous, smaller cap, so it covers the cap it
+      // leads to.
+      const int64_t reserve_none = reserve_for(0);
+      if (left < reserve_none)
         throw error("device budget " + format_bytes(double(budget)) + " too small: weights and " +
                     "tables take " + format_bytes(double(p->be->device_used())) +
                     ", a pass of the hinted workload (batch " + std::to_string(o.batch_hint) +
                     ", context " + std::to_string(seq_ctx) + ") needs up to " +
-                    format_bytes(double(reserve_for(0))) + " more");
-      int64_t cap = std::max<int64_t>(0, left - reserve_for(0));
+                    format_bytes(double(reserve_none)) + " more");
+      int64_t cap = left - reserve_none;
       for (int round = 0; round < 6; ++round) cap = std::max<int64_t>(cap, left - reserve_for(cap));
       ao.device_cache_cap = cap;
     }

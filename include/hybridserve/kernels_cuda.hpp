@@ -138,6 +138,13 @@ struct lt_context {
 /// runs linear() and the bias/activation kernel).
 bool linear_lt(lt_context& ctx, const __half* x, const __half* w, const __half* bias, __half* y,
                int64_t M, int64_t N, int64_t K, bool relu, bool accumulate, cudaStream_t stream);
+/// y = act(x w^T + b), or with `accumulate` (act none) y += x w^T + b; b may be null. The bias
+/// and ReLU go in the GEMM's epilogue (linear_lt, given `lt`) where cuBLASLt has an algorithm,
+/// else linear() and then bias_act: every projection with a bias, the K/V rebuild's included,
+/// rounds the same way. `handle` must be bound to `stream`.
+void linear_bias_act(lt_context* lt, cublasHandle_t handle, const __half* x, const __half* w,
+                     const __half* bias, __half* y, int64_t M, int64_t N, int64_t K, activation act,
+                     bool accumulate, cudaStream_t stream);
 
 // ---- K/V rebuild from activation checkpoints (kv_rebuild.cu)
 enum class norm_kind { none, layernorm, rmsnorm };

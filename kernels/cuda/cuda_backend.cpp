@@ -328,11 +328,7 @@ class cuda_backend final : public backend {
   }
   void linear_add(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
                   int64_t N, int64_t K) override {
-    cuda::stream_lane& L = lane_of(s);
-    std::lock_guard<std::mutex> lk(L.m);
-    if (b && cuda::linear_lt(L.lt(), H(x), H(w), H(b), H(y), M, N, K, false, true, L.s)) return;
-    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K, true);
-    if (b) cuda::bias_act(H(y), H(b), H(y), M, N, cuda::activation::none, L.s);
+    linear_act(s, x, w, b, y, M, N, K, cuda::activation::none, true);
   }
   void relu(stream s, void* x, int64_t n) override {
     cuda::stream_lane& L = lane_of(s);
@@ -459,12 +455,9 @@ class cuda_backend final : public backend {
         cuda::rmsnorm(H(act), H(w.attn_norm_w), xn, M, Hd, cfg.norm_eps, L.s);
       else
         cuda::layernorm(H(act), H(w.attn_norm_w), H(w.attn_norm_b), xn, M, Hd, cfg.norm_eps, L.s);
-      const __half* bias = H(w.bkv);
-      if (bias && cuda::linear_lt(L.lt(), xn, H(w.wkv), bias, kv, M, 2 * KV, Hd, false, false, L.s))
-        bias = nullptr;  // in the epilogue, as the layer's own K/V projection
-      else
-        cuda::linear(handle, xn, H(w.wkv), kv, M, 2 * KV, Hd);
-      cuda::kv_bias_rope_scatter(kv, bias, M, n_kv, D, dpos, cfg.rope_theta, dk, dv, dslot, L.s);
+      cuda::linear_bias_act(&L.lt(), handle, xn, H(w.wkv), H(w.bkv), kv, M, 2 * KV, Hd,
+                            cuda::activation::none, false, L.s);
+      cuda::kv_bias_rope_scatter(kv, nullptr, M, n_kv, D, dpos, cfg.rope_theta, dk, dv, dslot, L.s);
     }
   }
   void logits(stream s, const model_config& cfg, const void* x, int64_t R, const void* norm_w,
@@ -549,17 +542,11 @@ class cuda_backend final : public backend {
   // y = act(x w^T + b): one cuBLAS GEMM, then bias and activation in one pass when there is
   // either.
   void linear_act(stream s, const void* x, const void* w, const void* b, void* y, int64_t M,
-                  int64_t N, int64_t K, cuda::activation act) {
+                  int64_t N, int64_t K, cuda::activation act, bool accumulate = false) {
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
-    // Bias and ReLU in the GEMM's epilogue where cuBLASLt has an algorithm for it.
-    if ((b || act == cuda::activation::relu) &&
-        cuda::linear_lt(L.lt(), H(x), H(w), b ? H(b) : nullptr, H(y), M, N, K,
-                        act == cuda::activation::relu, false, L.s))
-      return;
-    cuda::linear(L.blas(), H(x), H(w), H(y), M, N, K);
-    if (b || act != cuda::activation::none)
-      cuda::bias_act(H(y), b ? H(b) : nullptr, H(y), M, N, act, L.s);
+    cuda::linear_bias_act(&L.lt(), L.blas(), H(x), H(w), b ? H(b) : nullptr, H(y), M, N, K, act,
+                          accumulate, L.s);
   }
   cuda::stream_lane& lane_of(stream s) {
     const int i = int(s);

@@ -160,13 +160,10 @@ void kv_rebuild(const kv_rebuild_args& a, cublasHandle_t handle, cudaStream_t st
     rmsnorm(a.x, a.norm_w, xn, a.M, a.H, a.eps, stream);
     gemm_in = xn;
   }
-  const __half* bias = a.b_kv;
-  if (a.lt && bias &&
-      linear_lt(*a.lt, gemm_in, a.w_kv, bias, kv, a.M, kv2, a.H, false, false, stream))
-    bias = nullptr;  // added by the epilogue
-  else
-    linear(handle, gemm_in, a.w_kv, kv, a.M, kv2, a.H);
-  kv_bias_rope_scatter(kv, bias, a.M, a.n_kv, a.D, a.pos, a.rope_theta, a.k_dst, a.v_dst, a.slot,
+  // The bias as the layer's own K/V projection adds it, so rebuilt and stored K/V round alike.
+  linear_bias_act(a.lt, handle, gemm_in, a.w_kv, a.b_kv, kv, a.M, kv2, a.H, activation::none, false,
+                  stream);
+  kv_bias_rope_scatter(kv, nullptr, a.M, a.n_kv, a.D, a.pos, a.rope_theta, a.k_dst, a.v_dst, a.slot,
                        stream);
 }
 

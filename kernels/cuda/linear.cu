@@ -129,4 +129,16 @@ bool linear_lt(lt_context& ctx, const __half* x, const __half* w, const __half* 
   return true;
 }
 
+void linear_bias_act(lt_context* lt, cublasHandle_t handle, const __half* x, const __half* w,
+                     const __half* bias, __half* y, int64_t M, int64_t N, int64_t K, activation act,
+                     bool accumulate, cudaStream_t stream) {
+  detail::require(!accumulate || act == activation::none,
+                  "linear_bias_act: accumulate takes no activation");
+  const bool relu = act == activation::relu;
+  if (lt && (bias || relu) && linear_lt(*lt, x, w, bias, y, M, N, K, relu, accumulate, stream))
+    return;
+  linear(handle, x, w, y, M, N, K, accumulate);
+  if (bias || relu) bias_act(y, bias, y, M, N, act, stream);
+}
+
 }  // namespace hs::cuda

@@ -23,6 +23,22 @@ hs::calibration test_calibration() {
   return cal;
 }
 
+// n greedy requests of `len` byte-range tokens (3 + (t * step + i * offset) % 256 for token t
+// of request i), `gen` tokens each, never stopping early.
+std::vector<hs::generation_request> synthetic_requests(std::size_t n, int len, int gen, int step,
+                                                       int offset, bool return_logits) {
+  std::vector<hs::generation_request> reqs(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (int t = 0; t < len; ++t)
+      reqs[i].prompt.push_back(3 + int32_t((t * step + int(i) * offset) % 256));
+    reqs[i].max_tokens = gen;
+    reqs[i].sampling.temperature = 0;
+    reqs[i].stop_at_eos = false;
+    reqs[i].return_logits = return_logits;
+  }
+  return reqs;
+}
+
 struct fixture_run {
   std::shared_ptr<const hs::model> m;
   hs::tensor_store ex;
@@ -355,14 +371,7 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
   cfg->weight_dtype = hs::dtype::f32;
   auto m = hs::make_synthetic_model(*cfg, 11);
   REQUIRE(m.ok());
-  std::vector<hs::generation_request> reqs(2);
-  for (std::size_t i = 0; i < reqs.size(); ++i) {
-    for (int t = 0; t < 2100; ++t) reqs[i].prompt.push_back(3 + int32_t((t * 7 + i * 13) % 256));
-    reqs[i].max_tokens = 3;
-    reqs[i].sampling.temperature = 0;
-    reqs[i].stop_at_eos = false;
-    reqs[i].return_logits = true;
-  }
+  const auto reqs = synthetic_requests(2, 2100, 3, 7, 13, true);
   std::vector<std::vector<float>> by_ratio[2];
   for (const double ratio : {0.0, 1.0}) {
     hs::engine_options o;
@@ -444,13 +453,7 @@ TEST_CASE(
   REQUIRE(cfg.ok());
   auto m = hs::make_synthetic_model(*cfg, 11);
   REQUIRE(m.ok());
-  std::vector<hs::generation_request> reqs(8);
-  for (std::size_t i = 0; i < reqs.size(); ++i) {
-    for (int t = 0; t < 40; ++t) reqs[i].prompt.push_back(3 + int32_t((t * 5 + i * 17) % 256));
-    reqs[i].max_tokens = 4;
-    reqs[i].sampling.temperature = 0;
-    reqs[i].stop_at_eos = false;
-  }
+  const auto reqs = synthetic_requests(8, 40, 4, 5, 17, false);
   int with_host_tier = 0, ran = 0;
   for (const double ratio : {0.0, 1.0})
     for (int64_t budget = 1 << 19; budget <= 3 << 20; budget += 1 << 15) {
