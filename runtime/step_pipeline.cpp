@@ -9,12 +9,28 @@
 
 namespace hs {
 
+namespace {
+int64_t ffn_width(const model_config& c) {  // up, and gate for a gated FFN
+  return c.ffn * (c.architecture == arch::llama ? 2 : 1);
+}
+}  // namespace
+
+int64_t ffn_chunk_rows(const model_config& c, int64_t new_tokens) {
+  const int64_t fits = new_tokens * c.q_dim() / std::max<int64_t>(1, ffn_width(c));
+  return std::max<int64_t>(1, std::min(new_tokens, std::max(k_ffn_chunk_rows, fits)));
+}
+
+std::size_t attn_ffn_buffer_elems(const model_config& c, int64_t new_tokens) {
+  return std::max(std::size_t(new_tokens) * std::size_t(c.q_dim()),
+                  std::size_t(ffn_chunk_rows(c, new_tokens)) * std::size_t(ffn_width(c)));
+}
+
 std::size_t pass_device_bytes(const model_config& c, std::size_t eb, int64_t new_tokens,
                               int64_t staged_tokens, int64_t act_tokens, int64_t host_act_tokens) {
   const std::size_t N = std::size_t(new_tokens), H = std::size_t(c.hidden);
   const std::size_t Q = std::size_t(c.q_dim()), KV = std::size_t(c.kv_dim());
-  const std::size_t F = std::size_t(c.ffn) * (c.architecture == arch::llama ? 2 : 1);
-  const std::size_t buffers = N * (3 * H + 2 * Q + 2 * KV + F);  // x, xn, rows, q, attn, kvn, FFN
+  // x, xn (then the logit rows), q, kvn; the attention output / FFN chunk buffer.
+  const std::size_t buffers = N * (2 * H + Q + 2 * KV) + attn_ffn_buffer_elems(c, new_tokens);
   const std::size_t S = std::size_t(staged_tokens), A = std::size_t(act_tokens);
   const std::size_t workspace =
       2 * S * 2 * KV + A * 2 * KV + 2 * std::size_t(host_act_tokens) * H +
@@ -103,6 +119,9 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
   device_act_rows_ = 0;  // act rows read in place from device-tier blocks
   routes_.resize(layout_.items.size());
   for (std::size_t i = 0; i < layout_.items.size(); ++i) {
+    // A fresh prompt's attention reads its K/V straight from the projection output, so its new
+    // activation blocks need no K/V slot (their checkpoints are the layer input, kept from x).
+    const bool fresh = layout_.items[i].past == 0 && layout_.items[i].tokens.size() > 1;
     for (const auto& b : layout_.blocks[i]) {
       block_route r;
       r.past = std::clamp<int64_t>(layout_.items[i].past - b.first_pos, 0, layout_.block_size);
@@ -114,7 +133,7 @@ step_pipeline::step_pipeline(backend& be, buffer_pool& pool, std::shared_ptr<con
         act_rows_total_ += r.past;
       }
       if (r.kind == route::kv_host) r.slot = n_slots_++;
-      if (r.kind == route::act) r.slot = n_act_slots_++;
+      if (r.kind == route::act && !(fresh && r.past == 0)) r.slot = n_act_slots_++;
       routes_[i].push_back(r);
     }
   }
@@ -162,10 +181,8 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   alloc(&xn_, N * c.hidden, "normed activations");
   alloc(&q_, N * c.q_dim(), "queries");
   alloc(&kvn_, N * 2 * c.kv_dim(), "new keys and values");
-  alloc(&attn_, N * c.q_dim(), "attention output");
-  alloc(&up_, N * c.ffn, "FFN activations");
-  if (c.architecture == arch::llama) alloc(&gate_, N * c.ffn, "FFN gate");
-  alloc(&rows_, std::size_t(R) * c.hidden, "logit rows");
+  alloc(&attn_, attn_ffn_buffer_elems(c, N_), "attention output / FFN activations");
+  ffn_rows_ = ffn_chunk_rows(c, N_);
   for (int s = 0; s < 2; ++s) {
     const std::string set = " (set " + std::to_string(s) + ")";
     alloc(&ws_slots_[s], std::size_t(n_slots_) * layout_.kv_layer_bytes / eb,
@@ -178,6 +195,10 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   alloc(&ws_scratch_, rebuild_scratch_elems(c, std::min(act_rows_total_, k_rebuild_chunk_rows)),
         "rebuild scratch");
   pool_.acquire(reqs);
+  up_ = attn_;
+  rows_ = xn_;  // the last rows of the pass are gathered for the head once no layer needs xn
+  if (c.architecture == arch::llama)
+    gate_ = static_cast<char*>(attn_) + std::size_t(ffn_rows_) * std::size_t(c.ffn) * eb;
   logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
   if (trace_) {
     t0_ = be_.record(stream::compute);
@@ -345,17 +366,18 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
       const auto& blk = layout_.blocks[i][b];
       const char* k = routes[i][b].kind == route::kv_device
                           ? blk.data + std::size_t(j) * layout_.kv_layer_bytes
-                          : route_slot(set, routes[i][b]);
+                      : routes[i][b].slot < 0 ? nullptr  // fresh act block: no K/V kept
+                                              : route_slot(set, routes[i][b]);
       a.k_blocks.push_back(k);
-      a.v_blocks.push_back(k + half);
+      a.v_blocks.push_back(k ? k + half : nullptr);
     }
     for (int64_t t = 0; t < n; ++t, ++row) {
       const int64_t p = it.past + t;
       const std::size_t b = std::size_t(p / layout_.block_size);
       const std::size_t off = std::size_t(p % layout_.block_size);
       char* k = const_cast<char*>(static_cast<const char*>(a.k_blocks[a.blk_start.back() + b]));
-      k_dst.push_back(k + off * kv_row);
-      v_dst.push_back(k + half + off * kv_row);
+      k_dst.push_back(k ? k + off * kv_row : nullptr);  // null: scatter_rows skips the row
+      v_dst.push_back(k ? k + half + off * kv_row : nullptr);
       const auto& blk = layout_.blocks[i][b];
       if (routes[i][b].kind == route::kv_host) {
         // The slot (device) receives the row first; its K and V halves are contiguous per block
@@ -407,8 +429,10 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
     be_.rope(s, q_, Q, pos_, c.n_head, c.head_dim, c.rope_theta);
     be_.rope(s, kvn_, 2 * KV, pos_, c.n_kv_head, c.head_dim, c.rope_theta);
   }
-  be_.scatter_rows(s, kvn_, 2 * kv_row, kv_row, k_dst);
-  be_.scatter_rows(s, static_cast<char*>(kvn_) + kv_row, 2 * kv_row, kv_row, v_dst);
+  if (std::any_of(k_dst.begin(), k_dst.end(), [](const void* p) { return p != nullptr; })) {
+    be_.scatter_rows(s, kvn_, 2 * kv_row, kv_row, k_dst);
+    be_.scatter_rows(s, static_cast<char*>(kvn_) + kv_row, 2 * kv_row, kv_row, v_dst);
+  }
   const event_ref kv_kept = store(std::move(kv_stores));
   mark(1);
   if (any_paged) be_.attention(s, q_, attn_, std::move(a));
@@ -417,16 +441,25 @@ event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& re
   be_.wait(s, act_saved);  // x is about to change
   be_.linear_add(s, attn_, w.wo, w.bo, x_, N, H, Q);
   mark(3);
-  if (opt) {
+  // The attention output is dead now: its buffer holds the FFN's hidden rows, a chunk at a time
+  // (the compute stream orders each chunk's reuse after the previous one's down-projection).
+  if (opt)
     be_.norm(s, x_, w.ffn_norm_w, w.ffn_norm_b, xn_, N, H, c.norm_eps, false);
-    be_.linear_relu(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
-  } else {
+  else
     be_.norm(s, x_, w.ffn_norm_w, nullptr, xn_, N, H, c.norm_eps, true);
-    be_.linear(s, xn_, w.w_gate, w.b_gate, gate_, N, Fd, H);
-    be_.linear(s, xn_, w.w_up, w.b_up, up_, N, Fd, H);
-    be_.silu_mul(s, gate_, up_, up_, N * Fd);
+  for (int64_t r0 = 0; r0 < N; r0 += ffn_rows_) {
+    const int64_t n = std::min(ffn_rows_, N - r0);
+    const void* in = static_cast<const char*>(xn_) + std::size_t(r0) * act_row;
+    void* out = static_cast<char*>(x_) + std::size_t(r0) * act_row;
+    if (opt) {
+      be_.linear_relu(s, in, w.w_up, w.b_up, up_, n, Fd, H);
+    } else {
+      be_.linear(s, in, w.w_gate, w.b_gate, gate_, n, Fd, H);
+      be_.linear(s, in, w.w_up, w.b_up, up_, n, Fd, H);
+      be_.silu_mul(s, gate_, up_, up_, n * Fd);
+    }
+    be_.linear_add(s, up_, w.w_down, w.b_down, out, n, H, Fd);
   }
-  be_.linear_add(s, up_, w.w_down, w.b_down, x_, N, H, Fd);
   // The slot set and kvn are reused two layers on / next layer: the host copies must be done.
   be_.wait(s, kv_kept);
   done_[std::size_t(j)] = be_.record(s);

@@ -71,6 +71,16 @@ inline std::size_t rebuild_scratch_elems(const model_config& c, int64_t rows) {
   return std::size_t(rows) * std::size_t(2 * c.hidden + 2 * c.kv_dim());
 }
 
+/// Rows of one FFN chunk. The FFN's hidden activations ([rows, ffn], twice for a gated FFN) share
+/// one buffer with the attention output ([N, q_dim], dead once the out-projection has run), so a
+/// large pass runs its FFN in row chunks that fit there: 16k prefill rows of OPT-13B would
+/// otherwise hold 0.67 GB of FFN activations beside 0.17 GB of attention output. Chunks are at
+/// least k_ffn_chunk_rows (GEMMs of that many rows run at the card's dense rate).
+constexpr int64_t k_ffn_chunk_rows = 4096;
+int64_t ffn_chunk_rows(const model_config& c, int64_t new_tokens);
+/// Elements of that shared buffer: max(N * q_dim, chunk rows * FFN width).
+std::size_t attn_ffn_buffer_elems(const model_config& c, int64_t new_tokens);
+
 /// Device bytes one pass allocates: buffers for `new_tokens`; two sets of K/V slots for
 /// `staged_tokens` of host-tier KV (the link fills one while attention reads the other; new
 /// tokens of host-tier blocks count too: their K/V rows leave through the slots); for
@@ -155,8 +165,12 @@ class step_pipeline {
   int64_t N_ = 0;
   std::vector<int32_t> ids_, pos_;
   buffer_pool& pool_;
-  void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr, *attn_ = nullptr;
-  void *up_ = nullptr, *gate_ = nullptr, *rows_ = nullptr;
+  void *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *kvn_ = nullptr;
+  void* rows_ = nullptr;  // [rows wanting logits, hidden]: xn's memory, after the last layer
+  // One buffer, two lives per layer: attention output [N, q_dim], then the FFN's hidden rows of
+  // one chunk: up [ffn_rows_, ffn] (and, gated, gate [ffn_rows_, ffn] after it).
+  void *attn_ = nullptr, *up_ = nullptr, *gate_ = nullptr;
+  int64_t ffn_rows_ = 0;
   void* ws_slots_[2] = {};        // host-tier KV, [n_slots_, kv_layer_bytes] each
   void* ws_act_slots_ = nullptr;  // rebuilt K/V, [n_act_slots_, kv_layer_bytes]
   void* ws_act_[2] = {};          // host-tier act staging, [act_rows_total_ - device rows, hidden]

@@ -404,6 +404,43 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
     CHECK(hs::test::max_abs_diff(by_ratio[0][i], by_ratio[1][i]) < 1e-4);
 }
 
+TEST_CASE("a prefill pass larger than one FFN chunk gives the reference logits", "[engine]") {
+  // 2 x 2100 = 4200 prompt rows in one pass; the FFN's hidden rows share the attention-output
+  // buffer, so they run in chunks (4096 + 104 rows here). Each row must still be its own.
+  auto cfg = hs::synthetic_config(
+      "llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=4096");
+  REQUIRE(cfg.ok());
+  cfg->weight_dtype = hs::dtype::f32;
+  REQUIRE(hs::ffn_chunk_rows(*cfg, 4200) < 4200);
+  auto m = hs::make_synthetic_model(*cfg, 5);
+  REQUIRE(m.ok());
+  auto reqs = synthetic_requests(2, 2100, 3, 11, 29, true);
+  for (auto& r : reqs) r.forced = {7, 9, 11};
+  hs::engine_options o;
+  o.cal = test_calibration();
+  o.block_size = 64;
+  o.max_step_tokens = 4200;
+  auto e = hs::engine::start(*m, o);
+  REQUIRE(e.ok());
+  const auto res = (*e)->generate(reqs);
+  hs::reference_forward ref(*m);
+  const std::size_t V = std::size_t(cfg->vocab);
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    INFO("request " << i);
+    REQUIRE(res[i].result.error == "");
+    REQUIRE(res[i].result.logits.size() == 3);
+    std::vector<int32_t> all = reqs[i].prompt;
+    all.insert(all.end(), {7, 9});
+    hs::sequence_kv kv;
+    std::vector<hs::forward_item> b{{all, &kv, true}};
+    const auto lg = ref.run(b)[0];
+    const std::vector<float> want(lg.end() - std::ptrdiff_t(3 * V), lg.end());
+    std::vector<float> got;
+    for (const auto& row : res[i].result.logits) got.insert(got.end(), row.begin(), row.end());
+    CHECK(hs::test::max_abs_diff(got, want) < 1e-4);
+  }
+}
+
 TEST_CASE("the reserved pass bytes cover every split of the context between forms and tiers",
           "[engine]") {
   // head_dim * kv_heads > hidden: K+V of a token outweighs its activation twice over.
