@@ -86,7 +86,8 @@ std::size_t attn_ffn_buffer_elems(const model_config& c, int64_t new_tokens);
 /// tokens of host-tier blocks count too: their K/V rows leave through the slots); for
 /// `act_tokens` of activations, one set of K/V slots their rebuild writes (the GPU makes them,
 /// so the rebuild of layer j + 1 simply follows layer j's attention) and one rebuild scratch;
-/// two sets of staging rows for the `host_act_tokens` of them that come over the link.
+/// two sets of staging rows for the `host_act_tokens` of them that come over the link. (A fresh
+/// prompt's new activation blocks need no slot; callers that count them as context over-reserve.)
 std::size_t pass_device_bytes(const model_config& c, std::size_t elem_bytes, int64_t new_tokens,
                               int64_t staged_tokens, int64_t act_tokens, int64_t host_act_tokens);
 /// The most pass_device_bytes() can be for `new_tokens` and `context_tokens` cached tokens when
