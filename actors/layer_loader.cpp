@@ -37,6 +37,16 @@ struct layer_loader_state {
 
 using loader_ptr = loader_actor::stateful_pointer<layer_loader_state>;
 
+// Whether layer j occupies a ring slot not yet released. Releases find slots by layer, so a layer
+// is never uploaded into a second slot while it holds one: an abandoned pass's copy (released
+// when its late delivery reaches the decoder) or the previous pass's last layers may still be
+// there when the next pass asks, and a release meant for one copy must not free the other.
+bool in_slot(const layer_loader_state& st, int32_t j) {
+  for (const auto& s : st.slots)
+    if (s.layer == j) return true;
+  return false;
+}
+
 // Uploads layer j into the next ring slot when it is free; false when it is not.
 bool upload_streamed(layer_loader_state& st, int32_t j, layer_ready& r) {
   auto& s = st.slots[st.next_slot];
@@ -72,8 +82,8 @@ void pump(loader_ptr self) {
       r = it->second;
       st.prefetched.erase(it);
       ++st.prefetch_hits;
-    } else if (!upload_streamed(st, p.layer, r)) {
-      return;
+    } else if (in_slot(st, p.layer) || !upload_streamed(st, p.layer, r)) {
+      return;  // pumped again by the release it waits for
     }
     r.step = p.step;
     p.promise.deliver(r);
@@ -89,9 +99,8 @@ void pump(loader_ptr self) {
       continue;
     }
     // A layer still in a slot (a model with fewer streamed layers than slots) waits for its
-    // release: releases find slots by layer, which must be unique.
-    for (const auto& s : st.slots)
-      if (s.layer == j) return;
+    // release.
+    if (in_slot(st, j)) return;
     layer_ready r;
     if (!upload_streamed(st, j, r)) return;
     st.prefetched.emplace(j, r);
