@@ -10,8 +10,9 @@ int64_t engine_fixed_device_bytes(const model_config& c, std::size_t elem_bytes,
   const int64_t eb = int64_t(elem_bytes);
   const int64_t buffers =
       int64_t(pass_device_bytes(c, elem_bytes, max_step_tokens, 0, 0, 0)) * 9 / 8;
-  int64_t table_rows = c.tied_embeddings ? 0 : c.vocab;  // tied: the head's copy serves embed()
-  if (c.architecture == arch::opt) table_rows += c.max_pos + 2;  // learned positions, offset 2
+  // Token rows are read where they are: a tied head's device copy, else host memory (the CUDA
+  // backend maps its pinned image). OPT's learned positions (offset 2) stay on the device.
+  const int64_t table_rows = c.architecture == arch::opt ? c.max_pos + 2 : 0;
   return buffers + table_rows * c.hidden * eb + int64_t(scratch_bytes);
 }
 

@@ -10,9 +10,8 @@
 namespace hs {
 
 /// Device bytes an engine holds besides the plan's weights and cache: a full prefill pass's
-/// buffers (max_step_tokens rows, with the buffer pool's 1/8 slack) and the embedding tables
-/// (vocab x hidden unless the head is tied to it and serves as it, plus OPT's position table),
-/// which the CUDA backend keeps on the device, and
+/// buffers (max_step_tokens rows, with the buffer pool's 1/8 slack), OPT's position table
+/// (token rows are read from a tied head's device copy or from host memory), and
 /// `scratch_bytes` (the backend's attention scratch, backend::attention_scratch_bytes).
 int64_t engine_fixed_device_bytes(const model_config& c, std::size_t elem_bytes,
                                   int64_t max_step_tokens, std::size_t scratch_bytes);

@@ -292,8 +292,8 @@ class cuda_backend final : public backend {
     }
     cuda::stream_lane& L = lane_of(s);
     std::lock_guard<std::mutex> lk(L.m);
-    const void* tt = table(L, tok);
-    const void* pt = use_pos ? table(L, *pos) : nullptr;
+    const void* tt = table(L, tok, true);
+    const void* pt = use_pos ? table(L, *pos, false) : nullptr;
     auto d =
         L.stage({cuda::arg_of(ids), use_pos ? cuda::arg_of(positions) : cuda::arg{nullptr, 0}});
     cuda::embedding(H(tt), V, Hd, reinterpret_cast<const int32_t*>(d[0]), M, H(pt),
@@ -528,11 +528,12 @@ class cuda_backend final : public backend {
     cuda::pinned_ptr f16;
   };
   struct device_table {
-    void* dev;
-    cudaEvent_t ready;
+    void* dev;          // what the embedding kernel reads: device memory, or mapped host memory
+    cudaEvent_t ready;  // null: nothing to wait for (mapped host memory)
     dtype type;
     std::size_t nbytes;
-    event_ref shared;  // set: a copy the caller owns (share_table), ready is its event's
+    event_ref shared;   // set: a copy the caller owns (share_table), ready is its event's
+    bool host = false;  // dev points into the pinned F16 image (f16_source): not ours to free
   };
   struct callback_lane {
     std::mutex m;
@@ -580,7 +581,8 @@ class cuda_backend final : public backend {
     }
     if (!c.direct) {
       const std::size_t n = std::size_t(t.numel());
-      c.f16 = cuda::pinned_alloc(n * 2);
+      // Mapped: kernels may read it in place (a token table, see table()).
+      c.f16 = cuda::pinned_alloc(n * 2, cudaHostAllocPortable | cudaHostAllocMapped);
       auto* out = reinterpret_cast<uint16_t*>(c.f16.get());
       if (t.type == dtype::f16) {
         std::memcpy(out, t.data, n * 2);
@@ -609,18 +611,38 @@ class cuda_backend final : public backend {
       if (it != tables_.end() && it->second.shared) tables_.erase(it);
       return;
     }
+    if (it != tables_.end() && it->second.host) {  // the device copy beats reads over the link
+      tables_.erase(it);
+      it = tables_.end();
+    }
     if (it != tables_.end() || !ready) return;  // a copy of our own already serves embed()
     const cudaEvent_t ev = as_cuda(ready).get();
     tables_.emplace(t.data,
                     device_table{const_cast<void*>(device_copy), ev, t.type, t.nbytes, ready});
   }
-  // The device F16 copy of an embedding table, made on first use on L's stream (lane lock held).
-  const void* table(cuda::stream_lane& L, const tensor_view& t) {
+  // What the embedding kernel reads for table t (lane lock held): a copy shared by the caller
+  // (a tied LM head), else, where `host_ok`, the pinned F16 image in host memory, mapped (a pass
+  // reads only its tokens' rows over the link: a decode step ~1 MB, a 16k-token prefill ~0.1 GB,
+  // while a device copy of Llama-3-8B's token table holds 1 GB of the budget all the time), else
+  // a device copy made on first use on L's stream.
+  const void* table(cuda::stream_lane& L, const tensor_view& t, bool host_ok) {
     std::lock_guard<std::mutex> lk(tab_m_);
     auto it = tables_.find(t.data);
     if (it == tables_.end() || it->second.type != t.type || it->second.nbytes != t.nbytes) {
       if (it != tables_.end())
         throw error("embed: table '" + t.name + "' changed under a cached device copy");
+      if (host_ok) {
+        void* mapped = nullptr;
+        const void* src = f16_source(t);
+        if (cudaHostGetDevicePointer(&mapped, const_cast<void*>(src), 0) == cudaSuccess)
+          it = tables_
+                   .emplace(t.data, device_table{mapped, nullptr, t.type, t.nbytes, nullptr, true})
+                   .first;
+        else
+          (void)cudaGetLastError();  // registered without mapping: a device copy then
+      }
+    }
+    if (it == tables_.end()) {
       void* dev = device_alloc(std::size_t(t.numel()) * 2, "embedding table " + t.name);
       cudaEvent_t ev = nullptr;
       try {
@@ -635,7 +657,8 @@ class cuda_backend final : public backend {
       }
       it = tables_.emplace(t.data, device_table{dev, ev, t.type, t.nbytes, nullptr}).first;
     }
-    HS_CUDA_TRY(cudaStreamWaitEvent(L.s, it->second.ready, 0));  // made on another stream?
+    if (it->second.ready)  // made on another stream?
+      HS_CUDA_TRY(cudaStreamWaitEvent(L.s, it->second.ready, 0));
     return it->second.dev;
   }
 
@@ -645,7 +668,7 @@ class cuda_backend final : public backend {
       sc = {};
     }
     for (auto& [key, t] : tables_) {
-      if (t.shared) continue;  // the caller's
+      if (t.shared || t.host) continue;  // the caller's, or the pinned image's
       (void)cudaEventDestroy(t.ready);
       device_free(t.dev);
     }

@@ -374,6 +374,40 @@ TEST_CASE("cuda backend: an OPT-shaped layer matches the CPU backend", "[gpu]") 
   run_workload(hs::arch::opt);
 }
 
+TEST_CASE("cuda backend: a token table is read from host memory, positions from the device",
+          "[gpu]") {
+  // An untied token table costs no device bytes (the kernel reads its pinned image through the
+  // mapping); OPT's position table is copied to the device once. Rows must be exact copies (fp16
+  // table, fp16 output; positions zero so the sum is the token row).
+  const int64_t V = 50000, Hd = 264, P = 40;  // 26 MB of table: far above any staging
+  std::vector<uint16_t> tok(std::size_t(V * Hd)), posv(std::size_t(P * Hd), 0);
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> u(-2.f, 2.f);
+  for (auto& v : tok) v = hs::f32_to_f16(u(rng));
+  const hs::tensor_view tv{"tok", hs::dtype::f16, {V, Hd}, tok.data(), tok.size() * 2};
+  const hs::tensor_view pv{"pos", hs::dtype::f16, {P, Hd}, posv.data(), posv.size() * 2};
+  auto be = hs::make_cuda_backend(std::size_t(64) << 20);
+  const std::vector<int32_t> ids{0, 49999, 17, 17, 25000, 3000, 1};
+  std::vector<int32_t> positions(ids.size());
+  std::iota(positions.begin(), positions.end(), 0);
+  const std::size_t row = std::size_t(Hd) * 2;
+  void* x = be->device_alloc(ids.size() * row, "rows");
+  const std::size_t before = be->device_used();
+  be->embed(stream::compute, tv, &pv, ids, positions, x);
+  be->synchronize();
+  // The position table (P x Hd) and the kernel's argument staging at most; never V x Hd.
+  CHECK(be->device_used() - before < std::size_t(V * Hd) * 2 / 4);
+  std::vector<uint16_t> got(ids.size() * std::size_t(Hd));
+  be->copy(stream::compute, got.data(), x, got.size() * 2);
+  be->synchronize();
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    INFO("row " << i << " id " << ids[i]);
+    CHECK(std::memcmp(&got[i * std::size_t(Hd)], &tok[std::size_t(ids[i]) * std::size_t(Hd)],
+                      row) == 0);
+  }
+  be->device_free(x);
+}
+
 TEST_CASE("cuda backend: identity, factory and the byte budget", "[gpu]") {
   std::string why;
   auto be = hs::make_cuda_backend_if_built(std::size_t(1) << 20, why);
