@@ -60,10 +60,10 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m,
     if (o.cal) {
       p->cal = *o.cal;
     } else if (given) {
-      p->cal = measure_calibration(*given, m->config);  // before any weight takes the budget
+      p->cal = measure_calibration(*given, m->config, o.block_size);  // before the weights
     } else {
       auto scratch = make_backend(o.backend, std::size_t(1) << 50);
-      p->cal = measure_calibration(*scratch, m->config);
+      p->cal = measure_calibration(*scratch, m->config, o.block_size);
     }
     p->be = given ? std::move(given) : make_backend(o.backend, budget);
     p->cal.cache_elem_bytes = p->cal.weight_elem_bytes = p->be->elem_bytes();

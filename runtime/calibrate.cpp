@@ -20,7 +20,7 @@ double time_it(backend& be, stream s, const std::function<void()>& enqueue, int 
 
 }  // namespace
 
-calibration measure_calibration(backend& be, const model_config& cfg) {
+calibration measure_calibration(backend& be, const model_config& cfg, int block_size) {
   calibration c;
   c.device = be.name();
   c.cache_elem_bytes = c.weight_elem_bytes = be.elem_bytes();
@@ -38,6 +38,20 @@ calibration measure_calibration(backend& be, const model_config& cfg) {
         be.copy(stream::compute, dev, static_cast<char*>(dev) + copy_bytes / 2, copy_bytes / 2);
       },
       4);
+  // Cache loads: one copy per block slice, from blocks that lie apart in host memory (every
+  // other slice of the buffer here), into consecutive workspace slots.
+  const auto block_rate = [&](std::size_t slice) {
+    slice = std::max<std::size_t>(16, std::min(slice, copy_bytes / 2));
+    std::vector<copy_op> ops;
+    for (std::size_t at = 0; 2 * at + slice <= copy_bytes; at += slice)
+      ops.push_back({static_cast<char*>(dev) + at, host.get() + 2 * at, slice});
+    const double t = time_it(
+        be, stream::h2d, [&] { be.copy_batch(stream::h2d, ops); }, 4);
+    return double(ops.size() * slice) / t;
+  };
+  const std::size_t eb = std::size_t(be.elem_bytes()), B = std::size_t(std::max(1, block_size));
+  c.kv_block_h2d_bytes_per_s = block_rate(B * 2 * std::size_t(cfg.kv_dim()) * eb);
+  c.act_block_h2d_bytes_per_s = block_rate(B * std::size_t(cfg.hidden) * eb);
   be.device_free(dev);
   c.h2d_bytes_per_s = double(copy_bytes) / h2d;
   c.d2h_bytes_per_s = double(copy_bytes) / d2h;
@@ -50,7 +64,6 @@ calibration measure_calibration(backend& be, const model_config& cfg) {
   const std::vector<int64_t> Ms = cpu ? std::vector<int64_t>{1, 16, 128, 512}
                                       : std::vector<int64_t>{1, 32, 128, 512, 2048, 8192};
   for (int64_t M : Ms) {
-    const std::size_t eb = std::size_t(be.elem_bytes());
     void* x = be.device_alloc(std::size_t(M * K) * eb, "calibration x");
     void* w = be.device_alloc(std::size_t(N * K) * eb, "calibration w");
     void* y = be.device_alloc(std::size_t(M * N) * eb, "calibration y");

@@ -210,6 +210,22 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
             c.architecture == arch::opt ? &model_->weights.pos_embed : nullptr, ids_, pos_, x_);
 }
 
+namespace {
+// Appends a copy, merged into the previous one when both ends continue it (rows of one block;
+// a full block's K and V slices; blocks that lie next to each other).
+void add_copy(std::vector<copy_op>& ops, void* dst, const void* src, std::size_t bytes) {
+  if (!ops.empty()) {
+    auto& o = ops.back();
+    if (static_cast<char*>(o.dst) + o.bytes == dst &&
+        static_cast<const char*>(o.src) + o.bytes == src) {
+      o.bytes += bytes;
+      return;
+    }
+  }
+  ops.push_back({dst, src, bytes});
+}
+}  // namespace
+
 void step_pipeline::load_cache(int j) {
   const auto& c = model_->config;
   const int set = j % 2;
@@ -227,14 +243,16 @@ void step_pipeline::load_cache(int j) {
       if (rt.past == 0) continue;
       if (rt.kind == route::kv_host) {
         const char* k = blk.data + std::size_t(j) * layout_.kv_layer_bytes;
-        loads.push_back({slot_ptr(set, rt.slot), k, std::size_t(rt.past) * kv_row});
-        loads.push_back({slot_ptr(set, rt.slot) + half, k + half, std::size_t(rt.past) * kv_row});
+        // One copy for a full block: its V slice follows its K slice on both ends.
+        add_copy(loads, slot_ptr(set, rt.slot), k, std::size_t(rt.past) * kv_row);
+        add_copy(loads, slot_ptr(set, rt.slot) + half, k + half, std::size_t(rt.past) * kv_row);
         h2d_bytes_ += 2 * std::size_t(rt.past) * kv_row;
       } else if (rt.kind == route::act && blk.tier == cache_tier::host) {
         const char* a = blk.data + std::size_t(j) * layout_.act_layer_bytes;
-        loads.push_back({static_cast<char*>(ws_act_[set]) +
-                             std::size_t(rt.act_row - device_act_rows_) * act_row,
-                         a, std::size_t(rt.past) * act_row});
+        add_copy(
+            loads,
+            static_cast<char*>(ws_act_[set]) + std::size_t(rt.act_row - device_act_rows_) * act_row,
+            a, std::size_t(rt.past) * act_row);
         h2d_bytes_ += std::size_t(rt.past) * act_row;
       }
     }
@@ -283,21 +301,6 @@ rebuild_job step_pipeline::rebuild_job_for(const layer_ready& r) const {
   }
   return job;
 }
-
-namespace {
-// Appends a copy, merged into the previous one when both ends continue it (rows of one block).
-void add_copy(std::vector<copy_op>& ops, void* dst, const void* src, std::size_t bytes) {
-  if (!ops.empty()) {
-    auto& o = ops.back();
-    if (static_cast<char*>(o.dst) + o.bytes == dst &&
-        static_cast<const char*>(o.src) + o.bytes == src) {
-      o.bytes += bytes;
-      return;
-    }
-  }
-  ops.push_back({dst, src, bytes});
-}
-}  // namespace
 
 event_ref step_pipeline::compute_layer(const layer_ready& r, const event_ref& rebuilt) {
   const auto& c = model_->config;

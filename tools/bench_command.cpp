@@ -35,6 +35,13 @@ struct bench_result {
   bool ok = false;
 };
 
+// 64-token blocks unless --block-size says otherwise: a layer's slice of a block is one copy on
+// the link, and 16-token slices (160 KB for OPT-13B activations) are too small for the copy
+// engines.
+int bench_block_size(const engine_options& opts) {
+  return opts.block_size == engine_options{}.block_size ? 64 : opts.block_size;
+}
+
 bench_result run_once(const bench_options& o, const std::string& label, engine_options opts,
                       std::shared_ptr<const model> m, const calibration& cal) {
   bench_result r;
@@ -49,10 +56,7 @@ bench_result run_once(const bench_options& o, const std::string& label, engine_o
   // take about as long as its weights take to arrive. Override with --step-tokens.
   if (opts.max_step_tokens == engine_options{}.max_step_tokens)
     opts.max_step_tokens = std::max(1, o.batch * o.prompt / 4);
-  // 64-token blocks: a layer's slice of a block is one copy on the link, and 16-token slices
-  // (160 KB for OPT-13B activations) are too small for the copy engines. Override with
-  // --block-size.
-  if (opts.block_size == engine_options{}.block_size) opts.block_size = 64;
+  opts.block_size = bench_block_size(opts);
   const auto t_start = clock_type::now();
   auto e = engine::start(m, opts);
   if (!e) {
@@ -211,11 +215,13 @@ int run_bench(bench_options& o) {
                m->config.name.c_str(), double(m->config.parameter_count()) / 1e9,
                format_bytes(double(m->store->total_bytes())).c_str(),
                std::chrono::duration<double>(clock_type::now() - t0).count());
-  const calibration cal = measure_calibration(*be, m->config);
+  const calibration cal = measure_calibration(*be, m->config, bench_block_size(o.eng.opts));
   be.reset();
-  std::printf("calibration on %s: h2d %.1f GB/s, d2h %.1f GB/s, device copy %.0f GB/s, GEMM",
-              cal.device.c_str(), cal.h2d_bytes_per_s / 1e9, cal.d2h_bytes_per_s / 1e9,
-              cal.mem_bytes_per_s / 1e9);
+  std::printf(
+      "calibration on %s: h2d %.1f GB/s (block copies: KV %.1f, act %.1f), d2h %.1f GB/s, "
+      "device copy %.0f GB/s, GEMM",
+      cal.device.c_str(), cal.h2d_bytes_per_s / 1e9, cal.kv_block_h2d_bytes_per_s / 1e9,
+      cal.act_block_h2d_bytes_per_s / 1e9, cal.d2h_bytes_per_s / 1e9, cal.mem_bytes_per_s / 1e9);
   for (const auto& [M, f] : cal.gemm_flops)
     std::printf(" M=%lld %.1f TF/s", (long long)M, f / 1e12);
   std::printf("\n");

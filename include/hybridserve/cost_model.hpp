@@ -3,7 +3,8 @@
 // (resident layers, cache form and tier) that minimises it. Pure arithmetic: no CAF, no CUDA.
 //
 // Model (BENCH.md "Roofline of a decode step"), per layer j:
-//   link_j = (weight bytes of j unless resident + host-tier KV bytes + host-tier act bytes) / h2d
+//   link_j = weight bytes of j unless resident / h2d + host-tier KV bytes / h2d of KV block
+//            copies + host-tier act bytes / h2d of act block copies
 //   gpu_j  = rebuild FLOPs / gemm_rate(act tokens) + dense FLOPs / gemm_rate(new tokens)
 //            + attention time (max of cache bytes / mem_bw and attention FLOPs / gemm rate)
 //   d2h_j  = new tokens' host-tier cache bytes / d2h (the other direction of the link)
@@ -22,6 +23,12 @@ namespace hs {
 struct calibration {
   std::string device;          // e.g. "NVIDIA H100 80GB HBM3" or "cpu"
   double h2d_bytes_per_s = 0;  // host -> device link
+  // The same link under the copies cache loads issue: one per block and layer (a KV slice of
+  // block_size x 2 x kv_dim, an activation slice of block_size x hidden), from scattered host
+  // blocks. Smaller copies than a weight upload's move fewer bytes a second (GQA K/V slices are
+  // a quarter of an activation slice). 0: as h2d_bytes_per_s.
+  double kv_block_h2d_bytes_per_s = 0;
+  double act_block_h2d_bytes_per_s = 0;
   double d2h_bytes_per_s = 0;
   double mem_bytes_per_s = 0;  // device memory bandwidth (attention reads cache at this rate)
   std::vector<std::pair<int64_t, double>> gemm_flops;  // (M, FLOP/s) for M x hidden x N, M rising

@@ -79,7 +79,8 @@ class engine {
 };
 
 /// Times copies and GEMMs on a backend: the figures the cost model uses.
-calibration measure_calibration(backend& be, const model_config& cfg);
+/// `block_size`: the cache's, whose block copies are timed too (calibration::kv_block_...).
+calibration measure_calibration(backend& be, const model_config& cfg, int block_size = 16);
 
 /// "cpu", "cuda" or "auto" (cuda when a GPU is present, else cpu). Throws hs::error.
 std::unique_ptr<backend> make_backend(const std::string& kind, std::size_t device_budget);

@@ -263,3 +263,29 @@ TEST_CASE("planning 80 layers takes well under 10 ms", "[plan]") {
   }
   CHECK(best_ms < 10);
 }
+
+TEST_CASE("cache bytes on the link move at the measured rate of block copies", "[plan]") {
+  // Llama-3-8B shape (GQA 4:1): a token's K+V is 2 x 1024 fp16 values, its activation 4096.
+  const auto cfg = shape("llama-3-8b");
+  const auto s = hs::summarize(cfg, decode(128, 528));
+  auto cal = h200();
+  hs::layer_traffic t;
+  t.weights_resident = true;
+  t.host_kv_tokens = 10000;
+  t.host_act_tokens = 3000;
+  t.act_tokens = 3000;
+  const double kv_bytes = 10000.0 * 2 * 1024 * 2, act_bytes = 3000.0 * 4096 * 2;
+  // Unmeasured block rates: the link's rate for every byte.
+  CHECK(hs::predict_layer_cost(cfg, s, cal, t).link_s ==
+        Approx((kv_bytes + act_bytes) / 55e9).epsilon(1e-9));
+  cal.kv_block_h2d_bytes_per_s = 40e9;
+  cal.act_block_h2d_bytes_per_s = 50e9;
+  const auto c = hs::predict_layer_cost(cfg, s, cal, t);
+  CHECK(c.link_s == Approx(kv_bytes / 40e9 + act_bytes / 50e9).epsilon(1e-9));
+  CHECK(c.link_bytes == int64_t(kv_bytes + act_bytes));  // bytes are bytes; only time changes
+  // Streamed weights still move at the full rate beside them.
+  t.weights_resident = false;
+  const double w = double(hs::predict_layer_cost(cfg, s, cal, t).link_bytes) - kv_bytes - act_bytes;
+  CHECK(hs::predict_layer_cost(cfg, s, cal, t).link_s ==
+        Approx(w / 55e9 + kv_bytes / 40e9 + act_bytes / 50e9).epsilon(1e-9));
+}
