@@ -138,8 +138,9 @@ class backend {
     return 0;
   }
   /// `device_copy` holds table t's elements (put there by upload_tensor, usable once `ready` is
-  /// done): a backend that keeps device copies of embedding tables for embed() may use it rather
-  /// than make its own (a tied LM head is the token table: one copy, not two). The caller keeps
+  /// done): embed() may read it rather than the host table (a tied LM head is the token table:
+  /// one device copy serves both; the CUDA backend otherwise reads token rows from host memory
+  /// and keeps only small tables, OPT's positions, on the device). The caller keeps
   /// it alive until it calls share_table(t, nullptr, {}), which ends the sharing.
   virtual void share_table(const tensor_view& t, const void* device_copy, const event_ref& ready) {
     (void)t;
