@@ -33,6 +33,10 @@ struct decoder_state {
   std::map<int32_t, std::pair<layer_ready, event_ref>> rebuilt;  // rebuild enqueued
   std::map<int32_t, event_ref> computed;  // ring slot kept until load_cache(j + 2) is enqueued
   int32_t next_rebuild = 0, next_compute = 0, next_cache = 2;
+  // Rebuild requests sent and not yet answered (of any pass), and a failed pass's outcome held
+  // back until they are (fail_step).
+  int rebuilds_in_flight = 0;
+  std::unique_ptr<step_outcome> failed;
   std::chrono::steady_clock::time_point t0, t_layout, t_last_done;
   static inline const char* name = "decoder";
   // Exiting mid-pass (shutdown): the streams may still read this pass's buffers.
@@ -50,7 +54,6 @@ void fail_step(decoder_ptr self, const std::string& why, int32_t held = -1) {
   auto& st = self->state;
   if (st.pipe) st.be->synchronize();  // buffers may still be read by enqueued work
   st.pipe.reset();
-  if (st.pool) st.pool->clear();  // give the budget back: the next pass may be smaller
   // Ring slots of layers this pass holds go back to the loader (the device is idle), or the
   // next pass would wait for them forever. Requests still in flight release on arrival.
   if (held >= 0) self->send(st.loader, release_atom::value, held, event_ref{});
@@ -67,6 +70,28 @@ void fail_step(decoder_ptr self, const std::string& why, int32_t held = -1) {
     o.seqs.push_back(it.seq);
     o.tokens.push_back(-1);
   }
+  if (st.rebuilds_in_flight > 0) {
+    // A rebuild job still in the recompute engine's mailbox points into this pass's buffers and
+    // would be enqueued after the sync above: the buffers stay, and the next pass waits (the
+    // outcome is held), until every answer is in (finish_failure). This happens when layer
+    // j + 1's weights arrive after compute(j): its rebuild is asked for, then load_cache(j + 2)
+    // runs and may fail.
+    st.failed = std::make_unique<step_outcome>(std::move(o));
+    return;
+  }
+  if (st.pool) st.pool->clear();  // give the budget back: the next pass may be smaller
+  st.promise.deliver(o);
+}
+
+// The last late rebuild answer of a failed pass: its work is enqueued; once the device is idle
+// the buffers go and the outcome is delivered.
+void finish_failure(decoder_ptr self) {
+  auto& st = self->state;
+  if (st.rebuilds_in_flight > 0 || !st.failed) return;
+  st.be->synchronize();
+  if (st.pool) st.pool->clear();
+  const step_outcome o = std::move(*st.failed);
+  st.failed.reset();
   st.promise.deliver(o);
 }
 
@@ -94,16 +119,28 @@ void advance(decoder_ptr self) {
       } catch (const std::exception& e) {
         return fail_step(self, e.what(), r.layer);
       }
+      ++st.rebuilds_in_flight;
       self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
-          .then([=](const event_ref& e) {
-            auto& s = self->state;
-            if (!s.pipe || r.step != s.items.step) {
-              self->send(s.loader, release_atom::value, r.layer, e);
-              return;
-            }
-            s.rebuilt.emplace(r.layer, std::make_pair(r, e));
-            advance(self);
-          });
+          .then(
+              [=](const event_ref& e) {
+                auto& s = self->state;
+                --s.rebuilds_in_flight;
+                if (!s.pipe || r.step != s.items.step) {
+                  self->send(s.loader, release_atom::value, r.layer, e);
+                  return finish_failure(self);
+                }
+                s.rebuilt.emplace(r.layer, std::make_pair(r, e));
+                advance(self);
+              },
+              [=](const caf::error& err) {
+                auto& s = self->state;
+                --s.rebuilds_in_flight;
+                if (!s.pipe || r.step != s.items.step) {
+                  self->send(s.loader, release_atom::value, r.layer, event_ref{});
+                  return finish_failure(self);
+                }
+                fail_step(self, self->system().render(err), r.layer);
+              });
       progress = true;
     }
     while (st.pipe && st.rebuilt.count(st.next_compute)) {

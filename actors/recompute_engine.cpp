@@ -16,10 +16,14 @@ recompute_actor::behavior_type recompute_engine(
     std::shared_ptr<const model> m) {
   return {
       [=](mailbox_atom) -> int64_t { return int64_t(self->mailbox().size()); },
-      [=](rebuild_atom, const rebuild_job& job) -> event_ref {
+      [=](rebuild_atom, const rebuild_job& job) -> caf::result<event_ref> {
         self->state.jobs += 1;
         self->state.rows += job.M;
-        return enqueue_rebuild(*be, m->config, job);
+        try {
+          return enqueue_rebuild(*be, m->config, job);
+        } catch (const std::exception& e) {  // a backend error fails the pass, not this actor
+          return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
+        }
       },
   };
 }

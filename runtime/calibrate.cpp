@@ -44,7 +44,7 @@ calibration measure_calibration(backend& be, const model_config& cfg, int block_
     slice = std::max<std::size_t>(16, std::min(slice, copy_bytes / 2));
     std::vector<copy_op> ops;
     for (std::size_t at = 0; 2 * at + slice <= copy_bytes; at += slice)
-      ops.push_back({static_cast<char*>(dev) + at, host.get() + 2 * at, slice});
+      ops.push_back({static_cast<char*>(dev) + at, static_cast<char*>(host.get()) + 2 * at, slice});
     const double t = time_it(
         be, stream::h2d, [&] { be.copy_batch(stream::h2d, ops); }, 4);
     return double(ops.size() * slice) / t;

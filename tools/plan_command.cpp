@@ -45,7 +45,7 @@ int run_plan(plan_options& o) {
   } else {
     try {
       auto be = make_backend(o.eng.opts.backend, std::size_t(1) << 50);
-      cal = measure_calibration(*be, cfg);
+      cal = measure_calibration(*be, cfg, o.eng.opts.block_size);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;

@@ -2,10 +2,14 @@
 // fixtures' greedy ids for kv_ratio 0, 0.5, 1 and auto, for device budgets from "everything
 // resident" down to "one streamed layer and nothing cached on the device", on both fixtures.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <sstream>
+#include <thread>
 
+#include "faulty_backend.hpp"
 #include "fixture_util.hpp"
+#include "hybridserve/cpu_backend.hpp"
 #include "hybridserve/engine.hpp"
 #include "hybridserve/reference_forward.hpp"
 #include "hybridserve/step_pipeline.hpp"
@@ -438,6 +442,85 @@ TEST_CASE("a prefill pass larger than one FFN chunk gives the reference logits",
     std::vector<float> got;
     for (const auto& row : res[i].result.logits) got.insert(got.end(), row.begin(), row.end());
     CHECK(hs::test::max_abs_diff(got, want) < 1e-4);
+  }
+}
+
+TEST_CASE(
+    "a backend error mid-pass fails the requests of that pass and the engine then serves them as "
+    "a healthy one does",
+    "[engine]") {
+  // Failures injected into the K/V rebuild (the recompute engine answers with an error instead of
+  // dying) and into a host-cache load (the decoder fails the pass mid-way). No rebuild may be
+  // enqueued into buffers the failed pass gave back.
+  auto cfg = hs::synthetic_config(
+      "llama:hidden=32,layers=4,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=512");
+  REQUIRE(cfg.ok());
+  cfg->weight_dtype = hs::dtype::f32;
+  auto m = hs::make_synthetic_model(*cfg, 21);
+  REQUIRE(m.ok());
+  const auto reqs = synthetic_requests(2, 40, 6, 5, 19, true);
+  const auto options = [&] {
+    hs::engine_options o;
+    o.cal = test_calibration();
+    o.auto_ratio = false;
+    o.kv_ratio = 0.0;  // activations: rebuilt every pass
+    o.block_size = 8;
+    o.max_step_tokens = 64;
+    o.device_cache_cap = 20 * int64_t(cfg->n_layer) * cfg->hidden * 4;  // the rest on the host
+    o.resident_layers = 0;  // every layer streams through a ring of two slots
+    o.ring_slots = 2;
+    return o;
+  };
+  const auto flat = [](const hs::finished_event& r) {
+    std::vector<float> all;
+    for (const auto& row : r.result.logits) all.insert(all.end(), row.begin(), row.end());
+    return all;
+  };
+  std::vector<std::vector<float>> want;
+  {
+    auto e = hs::engine::start(*m, options());
+    REQUIRE(e.ok());
+    for (const auto& r : (*e)->generate(reqs)) {
+      REQUIRE(r.result.error == "");
+      want.push_back(flat(r));
+    }
+  }
+  for (const std::string op : {"kv_rebuild", "copy_batch"}) {
+    INFO(op);
+    const hs::stream where = op == "kv_rebuild" ? hs::stream::rebuild : hs::stream::h2d;
+    auto calls = std::make_shared<std::atomic<int>>(0),
+         loads = std::make_shared<std::atomic<int>>(0);
+    // copy_batch on h2d is load_cache: one per layer and pass, so the 8th is pass 2's
+    // load_cache(3). In pass 2 weight uploads and rebuilds are slowed down, so that layer 2's
+    // weights arrive after layer 1's compute: its rebuild is then asked for just before
+    // load_cache(3), which fails while that rebuild waits in the recompute engine.
+    const auto failing = [=](const std::string& o, hs::stream s) {
+      if (o == "copy_batch" && s == hs::stream::h2d) ++*loads;
+      return o == op && s == where && ++*calls == (op == "copy_batch" ? 8 : 6);
+    };
+    const auto slow = [=](const std::string& o, hs::stream) {
+      if (*loads < 4 || *loads >= 8) return;
+      if (o == "upload_tensor") std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (o == "kv_rebuild") std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    };
+    auto be = std::make_unique<hs::test::faulty_backend>(hs::make_cpu_backend(std::size_t(1) << 30),
+                                                         failing, slow);
+    auto* faulty = be.get();
+    auto e = hs::engine::start(*m, options(), std::move(be));
+    REQUIRE(e.ok());
+    const auto first = (*e)->generate(reqs);
+    CHECK(faulty->failures() == 1);
+    int failed = 0;
+    for (const auto& r : first)
+      if (r.result.error.find("injected failure in " + op) != std::string::npos) ++failed;
+    CHECK(failed > 0);
+    CHECK(faulty->stale_rebuilds() == 0);
+    const auto second = (*e)->generate(reqs);
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      INFO("request " << i);
+      REQUIRE(second[i].result.error == "");
+      CHECK(hs::test::max_abs_diff(flat(second[i]), want[i]) < 1e-5);
+    }
   }
 }
 
