@@ -171,8 +171,6 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   head_ = head;
   const auto& c = model_->config;
   const std::size_t eb = std::size_t(be_.elem_bytes()), N = std::size_t(N_);
-  int64_t R = 0;
-  for (const auto& it : layout_.items) R += it.want_logits && !it.tokens.empty() ? 1 : 0;
   std::vector<buffer_pool::request> reqs;
   auto alloc = [&](void** out, std::size_t elems, const std::string& what) {
     reqs.push_back({what, std::max<std::size_t>(elems * eb, 1), out});
@@ -199,7 +197,6 @@ void step_pipeline::begin(const void* final_norm_w, const void* final_norm_b, co
   rows_ = xn_;  // the last rows of the pass are gathered for the head once no layer needs xn
   if (c.architecture == arch::llama)
     gate_ = static_cast<char*>(attn_) + std::size_t(ffn_rows_) * std::size_t(c.ffn) * eb;
-  logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
   if (trace_) {
     t0_ = be_.record(stream::compute);
     weights_ready_.resize(done_.size());
@@ -489,6 +486,9 @@ event_ref step_pipeline::finish(bool greedy_only) {
                  greedy_.data());
     } else {
       greedy_.clear();
+      // Only here: [R, vocab] floats are 66 MB for 128 rows of Llama-3's vocabulary, a host
+      // allocation and fill the device would otherwise wait for at every greedy pass's start.
+      logits_.assign(std::size_t(R) * std::size_t(c.vocab), 0.f);
       be_.logits(stream::compute, c, rows_, R, final_norm_w_, final_norm_b_, head_, logits_.data(),
                  nullptr);
     }
