@@ -190,6 +190,26 @@ TEST_CASE("linear (cuBLAS) is x @ W^T", "[gpu]") {
   cublasDestroy(handle);
 }
 
+namespace {
+// One projection with an epilogue and its CPU reference. mode 0: + bias; 1: + bias, ReLU;
+// 2: y += .. + bias; 3: y += .. (no bias). y0 is y's value before an accumulating call.
+struct epilogue_case {
+  bool relu, acc, with_bias;
+  std::vector<float> x, w, b, y0, ref;
+  epilogue_case(int64_t M, int64_t N, int64_t K, int mode, std::mt19937& rng)
+      : relu(mode == 1), acc(mode >= 2), with_bias(mode != 3) {
+    x = gt::rand16(M * K, rng), w = gt::rand16(N * K, rng);
+    b = gt::rand16(N, rng), y0 = gt::rand16(M * N, rng);
+    ref.assign(std::size_t(M * N), 0.f);
+    hs::cpu::linear_cpu(x.data(), w.data(), with_bias ? b.data() : nullptr, ref.data(), M, N, K);
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      if (relu) ref[i] = std::max(ref[i], 0.f);
+      if (acc) ref[i] += y0[i];
+    }
+  }
+};
+}  // namespace
+
 TEST_CASE("linear on cuBLASLt: bias, ReLU and the residual add in the epilogue", "[gpu]") {
   gt::stream st;
   hs::cuda::lt_context ctx;
@@ -200,16 +220,9 @@ TEST_CASE("linear on cuBLASLt: bias, ReLU and the residual add in the epilogue",
   for (auto [N, K] : nk)
     for (int64_t M : gt::token_counts())
       for (int mode = 0; mode < 4; ++mode) {  // bias; bias + ReLU; y += .. + bias; y += ..
-        const bool relu = mode == 1, acc = mode >= 2, with_bias = mode != 3;
-        const auto x = gt::rand16(M * K, rng), w = gt::rand16(N * K, rng);
-        const auto b = gt::rand16(N, rng), y0 = gt::rand16(M * N, rng);
-        std::vector<float> ref(M * N);
-        hs::cpu::linear_cpu(x.data(), w.data(), with_bias ? b.data() : nullptr, ref.data(), M, N,
-                            K);
-        for (std::size_t i = 0; i < ref.size(); ++i) {
-          if (relu) ref[i] = std::max(ref[i], 0.f);
-          if (acc) ref[i] += y0[i];
-        }
+        const epilogue_case t(M, N, K, mode, rng);
+        const bool relu = t.relu, acc = t.acc, with_bias = t.with_bias;
+        const auto &x = t.x, &w = t.w, &b = t.b, &y0 = t.y0, &ref = t.ref;
         dev16 dx(gt::to_f16(x)), dw(gt::to_f16(w)), db(gt::to_f16(b)), dy(gt::to_f16(y0));
         if (!acc) dy.poison();
         const bool ok =
@@ -243,16 +256,9 @@ TEST_CASE(
   for (auto [N, K] : nk)
     for (int64_t M : gt::token_counts())
       for (int mode = 0; mode < 4; ++mode) {  // bias; bias + ReLU; y += .. + bias; y += ..
-        const bool relu = mode == 1, acc = mode >= 2, with_bias = mode != 3;
-        const auto x = gt::rand16(M * K, rng), w = gt::rand16(N * K, rng);
-        const auto b = gt::rand16(N, rng), y0 = gt::rand16(M * N, rng);
-        std::vector<float> ref(M * N);
-        hs::cpu::linear_cpu(x.data(), w.data(), with_bias ? b.data() : nullptr, ref.data(), M, N,
-                            K);
-        for (std::size_t i = 0; i < ref.size(); ++i) {
-          if (relu) ref[i] = std::max(ref[i], 0.f);
-          if (acc) ref[i] += y0[i];
-        }
+        const epilogue_case t(M, N, K, mode, rng);
+        const bool relu = t.relu, acc = t.acc, with_bias = t.with_bias;
+        const auto &x = t.x, &w = t.w, &b = t.b, &y0 = t.y0, &ref = t.ref;
         for (const bool use_lt : {false, true}) {
           dev16 dx(gt::to_f16(x)), dw(gt::to_f16(w)), db(gt::to_f16(b)), dy(gt::to_f16(y0));
           if (!acc) dy.poison();
