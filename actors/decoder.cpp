@@ -120,25 +120,25 @@ void advance(decoder_ptr self) {
         return fail_step(self, e.what(), r.layer);
       }
       ++st.rebuilds_in_flight;
+      // Counts the answer in; true when its pass is gone (failed): the ring slot goes back and a
+      // held failure may be delivered.
+      const auto late = [=](const event_ref& e) {
+        auto& s = self->state;
+        --s.rebuilds_in_flight;
+        if (s.pipe && r.step == s.items.step) return false;
+        self->send(s.loader, release_atom::value, r.layer, e);
+        finish_failure(self);
+        return true;
+      };
       self->request(st.recompute, caf::infinite, rebuild_atom::value, job)
           .then(
               [=](const event_ref& e) {
-                auto& s = self->state;
-                --s.rebuilds_in_flight;
-                if (!s.pipe || r.step != s.items.step) {
-                  self->send(s.loader, release_atom::value, r.layer, e);
-                  return finish_failure(self);
-                }
-                s.rebuilt.emplace(r.layer, std::make_pair(r, e));
+                if (late(e)) return;
+                self->state.rebuilt.emplace(r.layer, std::make_pair(r, e));
                 advance(self);
               },
               [=](const caf::error& err) {
-                auto& s = self->state;
-                --s.rebuilds_in_flight;
-                if (!s.pipe || r.step != s.items.step) {
-                  self->send(s.loader, release_atom::value, r.layer, event_ref{});
-                  return finish_failure(self);
-                }
+                if (late(event_ref{})) return;
                 fail_step(self, self->system().render(err), r.layer);
               });
       progress = true;

@@ -113,13 +113,13 @@ layer_cost predict_layer_cost(const model_config& cfg, const workload_summary& s
   layer_cost c;
   c.resident = t.weights_resident;
   const int64_t kv_b = kv_bytes_per_token(cfg, cal), act_b = act_bytes_per_token(cfg, cal);
-  c.link_bytes = (t.weights_resident ? 0 : layer_weight_bytes(cfg, cal)) + t.host_kv_tokens * kv_b +
-                 t.host_act_tokens * act_b;
+  const int64_t weight_bytes = t.weights_resident ? 0 : layer_weight_bytes(cfg, cal);
+  const int64_t kv_bytes = t.host_kv_tokens * kv_b, act_bytes = t.host_act_tokens * act_b;
+  c.link_bytes = weight_bytes + kv_bytes + act_bytes;
   const auto rate = [&](double r) { return r > 0 ? r : cal.h2d_bytes_per_s; };
-  c.link_s = time_at(t.weights_resident ? 0.0 : double(layer_weight_bytes(cfg, cal)),
-                     cal.h2d_bytes_per_s) +
-             time_at(double(t.host_kv_tokens * kv_b), rate(cal.kv_block_h2d_bytes_per_s)) +
-             time_at(double(t.host_act_tokens * act_b), rate(cal.act_block_h2d_bytes_per_s));
+  c.link_s = time_at(double(weight_bytes), cal.h2d_bytes_per_s) +
+             time_at(double(kv_bytes), rate(cal.kv_block_h2d_bytes_per_s)) +
+             time_at(double(act_bytes), rate(cal.act_block_h2d_bytes_per_s));
   // Rebuild: one GEMM of the act tokens by [Wk|Wv] (H x 2 kv_dim); the norm is negligible.
   const double rebuild_flops = double(t.act_tokens) * 2.0 * cfg.hidden * 2.0 * cfg.kv_dim();
   c.rebuild_s = time_at(rebuild_flops, cal.gemm_rate(t.act_tokens));

@@ -221,18 +221,16 @@ TEST_CASE("linear on cuBLASLt: bias, ReLU and the residual add in the epilogue",
     for (int64_t M : gt::token_counts())
       for (int mode = 0; mode < 4; ++mode) {  // bias; bias + ReLU; y += .. + bias; y += ..
         const epilogue_case t(M, N, K, mode, rng);
-        const bool relu = t.relu, acc = t.acc, with_bias = t.with_bias;
-        const auto &x = t.x, &w = t.w, &b = t.b, &y0 = t.y0, &ref = t.ref;
-        dev16 dx(gt::to_f16(x)), dw(gt::to_f16(w)), db(gt::to_f16(b)), dy(gt::to_f16(y0));
-        if (!acc) dy.poison();
+        dev16 dx(gt::to_f16(t.x)), dw(gt::to_f16(t.w)), db(gt::to_f16(t.b)), dy(gt::to_f16(t.y0));
+        if (!t.acc) dy.poison();
         const bool ok =
-            hs::cuda::linear_lt(ctx, gt::h(dx), gt::h(dw), with_bias ? gt::h(db) : nullptr,
-                                gt::h(dy), M, N, K, relu, acc, st);
+            hs::cuda::linear_lt(ctx, gt::h(dx), gt::h(dw), t.with_bias ? gt::h(db) : nullptr,
+                                gt::h(dy), M, N, K, t.relu, t.acc, st);
         if (!ok) continue;  // no algorithm: the backend falls back (checked there)
         ++taken;
         st.sync();
         INFO("M=" << M << " N=" << N << " K=" << K << " mode " << mode);
-        gt::check_close(gt::from_f16(dy.host()), ref, 2e-3 * std::sqrt(double(K)), 2e-3,
+        gt::check_close(gt::from_f16(dy.host()), t.ref, 2e-3 * std::sqrt(double(K)), 2e-3,
                         "linear_lt");
       }
   // The shapes the engine uses (16-byte aligned, even sizes) must not all fall back.
@@ -257,18 +255,16 @@ TEST_CASE(
     for (int64_t M : gt::token_counts())
       for (int mode = 0; mode < 4; ++mode) {  // bias; bias + ReLU; y += .. + bias; y += ..
         const epilogue_case t(M, N, K, mode, rng);
-        const bool relu = t.relu, acc = t.acc, with_bias = t.with_bias;
-        const auto &x = t.x, &w = t.w, &b = t.b, &y0 = t.y0, &ref = t.ref;
         for (const bool use_lt : {false, true}) {
-          dev16 dx(gt::to_f16(x)), dw(gt::to_f16(w)), db(gt::to_f16(b)), dy(gt::to_f16(y0));
-          if (!acc) dy.poison();
-          hs::cuda::linear_bias_act(use_lt ? &ctx : nullptr, handle, gt::h(dx), gt::h(dw),
-                                    with_bias ? gt::h(db) : nullptr, gt::h(dy), M, N, K,
-                                    relu ? hs::cuda::activation::relu : hs::cuda::activation::none,
-                                    acc, st);
+          dev16 dx(gt::to_f16(t.x)), dw(gt::to_f16(t.w)), db(gt::to_f16(t.b)), dy(gt::to_f16(t.y0));
+          if (!t.acc) dy.poison();
+          hs::cuda::linear_bias_act(
+              use_lt ? &ctx : nullptr, handle, gt::h(dx), gt::h(dw),
+              t.with_bias ? gt::h(db) : nullptr, gt::h(dy), M, N, K,
+              t.relu ? hs::cuda::activation::relu : hs::cuda::activation::none, t.acc, st);
           st.sync();
           INFO("M=" << M << " N=" << N << " K=" << K << " mode " << mode << " lt " << use_lt);
-          gt::check_close(gt::from_f16(dy.host()), ref, 2e-3 * std::sqrt(double(K)), 2e-3,
+          gt::check_close(gt::from_f16(dy.host()), t.ref, 2e-3 * std::sqrt(double(K)), 2e-3,
                           "linear_bias_act");
         }
       }

@@ -43,6 +43,16 @@ std::vector<hs::generation_request> synthetic_requests(std::size_t n, int len, i
   return reqs;
 }
 
+// A synthetic model of `spec` with float32 weights (exact CPU arithmetic for the comparisons).
+std::shared_ptr<const hs::model> f32_model(const std::string& spec, uint64_t seed) {
+  auto cfg = hs::synthetic_config(spec);
+  REQUIRE(cfg.ok());
+  cfg->weight_dtype = hs::dtype::f32;
+  auto m = hs::make_synthetic_model(*cfg, seed);
+  REQUIRE(m.ok());
+  return *m;
+}
+
 struct fixture_run {
   std::shared_ptr<const hs::model> m;
   hs::tensor_store ex;
@@ -368,13 +378,9 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
   // 2 x 2100 = 4200 act rows a layer: the rebuild's first chunk (4096 rows) mixes device-tier
   // rows with staged host rows and its second lies in the staging alone. Rebuilt K/V must give
   // what K/V kept as such gives.
-  auto cfg = hs::synthetic_config(
-      "llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,"
-      "max_pos=4096");
-  REQUIRE(cfg.ok());
-  cfg->weight_dtype = hs::dtype::f32;
-  auto m = hs::make_synthetic_model(*cfg, 11);
-  REQUIRE(m.ok());
+  const auto m =
+      f32_model("llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=4096", 11);
+  const auto* cfg = &m->config;
   const auto reqs = synthetic_requests(2, 2100, 3, 7, 13, true);
   std::vector<std::vector<float>> by_ratio[2];
   for (const double ratio : {0.0, 1.0}) {
@@ -386,7 +392,7 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
     o.max_step_tokens = 4200;
     const int64_t eb = 4, per_token = int64_t(cfg->n_layer) * cfg->hidden * eb;  // an act token
     o.device_cache_cap = 1000 * per_token;  // ~1000 act tokens on the device, the rest host
-    auto e = hs::engine::start(*m, o);
+    auto e = hs::engine::start(m, o);
     REQUIRE(e.ok());
     int64_t peak[2] = {0, 0};  // blocks of the ratio's form per tier
     const int form = ratio == 0.0 ? 1 : 0;
@@ -411,23 +417,20 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
 TEST_CASE("a prefill pass larger than one FFN chunk gives the reference logits", "[engine]") {
   // 2 x 2100 = 4200 prompt rows in one pass; the FFN's hidden rows share the attention-output
   // buffer, so they run in chunks (4096 + 104 rows here). Each row must still be its own.
-  auto cfg = hs::synthetic_config(
-      "llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=4096");
-  REQUIRE(cfg.ok());
-  cfg->weight_dtype = hs::dtype::f32;
+  const auto m =
+      f32_model("llama:hidden=32,layers=2,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=4096", 5);
+  const auto* cfg = &m->config;
   REQUIRE(hs::ffn_chunk_rows(*cfg, 4200) < 4200);
-  auto m = hs::make_synthetic_model(*cfg, 5);
-  REQUIRE(m.ok());
   auto reqs = synthetic_requests(2, 2100, 3, 11, 29, true);
   for (auto& r : reqs) r.forced = {7, 9, 11};
   hs::engine_options o;
   o.cal = test_calibration();
   o.block_size = 64;
   o.max_step_tokens = 4200;
-  auto e = hs::engine::start(*m, o);
+  auto e = hs::engine::start(m, o);
   REQUIRE(e.ok());
   const auto res = (*e)->generate(reqs);
-  hs::reference_forward ref(*m);
+  hs::reference_forward ref(m);
   const std::size_t V = std::size_t(cfg->vocab);
   for (std::size_t i = 0; i < reqs.size(); ++i) {
     INFO("request " << i);
@@ -452,12 +455,9 @@ TEST_CASE(
   // Failures injected into the K/V rebuild (the recompute engine answers with an error instead of
   // dying) and into a host-cache load (the decoder fails the pass mid-way). No rebuild may be
   // enqueued into buffers the failed pass gave back.
-  auto cfg = hs::synthetic_config(
-      "llama:hidden=32,layers=4,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=512");
-  REQUIRE(cfg.ok());
-  cfg->weight_dtype = hs::dtype::f32;
-  auto m = hs::make_synthetic_model(*cfg, 21);
-  REQUIRE(m.ok());
+  const auto m =
+      f32_model("llama:hidden=32,layers=4,heads=2,kv_heads=1,ffn=64,vocab=260,max_pos=512", 21);
+  const auto* cfg = &m->config;
   const auto reqs = synthetic_requests(2, 40, 6, 5, 19, true);
   const auto options = [&] {
     hs::engine_options o;
@@ -478,7 +478,7 @@ TEST_CASE(
   };
   std::vector<std::vector<float>> want;
   {
-    auto e = hs::engine::start(*m, options());
+    auto e = hs::engine::start(m, options());
     REQUIRE(e.ok());
     for (const auto& r : (*e)->generate(reqs)) {
       REQUIRE(r.result.error == "");
@@ -506,7 +506,7 @@ TEST_CASE(
     auto be = std::make_unique<hs::test::faulty_backend>(hs::make_cpu_backend(std::size_t(1) << 30),
                                                          failing, slow);
     auto* faulty = be.get();
-    auto e = hs::engine::start(*m, options(), std::move(be));
+    auto e = hs::engine::start(m, options(), std::move(be));
     REQUIRE(e.ok());
     const auto first = (*e)->generate(reqs);
     CHECK(faulty->failures() == 1);
