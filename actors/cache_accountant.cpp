@@ -1,6 +1,7 @@
 // The cache accountant: owns every cache byte (paged blocks, kv or act, device or host) and the
 // cost model. It re-plans the KV/activation ratio whenever the set of running sequences
 // changes, and gives each new block the form that keeps the cache at the planned ratio.
+#include <algorithm>
 #include <set>
 
 #include "hybridserve/actors.hpp"
@@ -18,6 +19,17 @@ struct accountant_state {
   double ratio = 1.0;
   std::set<int64_t> planned_for;
   std::map<int64_t, int64_t> admitted;  // seq -> most tokens it may hold
+  cache_usage peak;                     // cache_report::peak
+  // Blocks grow at a pass's reservation, tokens at its commit: the peak is taken after both.
+  void note_peak() {
+    const auto u = pool->usage();
+    for (int f = 0; f < 2; ++f)
+      for (int t = 0; t < 2; ++t) {
+        peak.blocks[f][t] = std::max(peak.blocks[f][t], u.blocks[f][t]);
+        peak.bytes[f][t] = std::max(peak.bytes[f][t], u.bytes[f][t]);
+        peak.tokens[f][t] = std::max(peak.tokens[f][t], u.tokens[f][t]);
+      }
+  }
   static inline const char* name = "cache_accountant";
   // Blocks may still be read by enqueued work when the accountant exits first.
   ~accountant_state() {
@@ -64,6 +76,7 @@ cache_report report(accountant_ptr self) {
   auto& st = self->state;
   cache_report r;
   r.usage = st.pool->usage();
+  r.peak = st.peak;
   r.device_cap = st.o.device_cache_cap;
   r.host_budget = st.o.limits.host_bytes;
   r.device_used = int64_t(st.be->device_used());
@@ -143,6 +156,7 @@ accountant_actor::behavior_type cache_accountant(accountant_ptr self, backend* b
           L.error = e.what();
           return L;
         }
+        s.note_peak();
         for (const auto& it : items.items) {
           std::vector<cache_block> blocks;
           for (auto id : s.pool->blocks_of(it.seq)) blocks.push_back(s.pool->block(id));
@@ -153,6 +167,7 @@ accountant_actor::behavior_type cache_accountant(accountant_ptr self, backend* b
       [=](commit_atom, const std::vector<int64_t>& seqs, const std::vector<int64_t>& counts) {
         for (std::size_t i = 0; i < seqs.size(); ++i)
           if (self->state.pool->has(seqs[i])) self->state.pool->commit(seqs[i], counts[i]);
+        self->state.note_peak();
       },
       [=](release_atom, int64_t seq) {
         self->state.pool->release(seq);

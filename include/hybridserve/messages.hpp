@@ -42,6 +42,7 @@ struct admit_reply {
 /// The accountant's report: usage by tier and form, budgets and the plan in force.
 struct cache_report {
   cache_usage usage;
+  cache_usage peak;  // the most each form and tier held at once since start (per field)
   int64_t device_cap = 0, host_budget = 0;
   int64_t device_used = 0, device_peak = 0, device_budget = 0;
   bool auto_ratio = true;

@@ -128,13 +128,8 @@ TEST_CASE("engine equals the reference for every ratio and budget", "[engine]") 
         o.max_step_tokens = 7;  // prefill in chunks that share passes with decodes
         auto e = hs::engine::start(f.m, o);
         REQUIRE(e.ok());
-        hs::cache_usage peak;
-        auto res = (*e)->generate(f.reqs, [&](std::size_t, int32_t) {
-          const auto u = (*e)->report().cache.usage;
-          for (int a = 0; a < 2; ++a)
-            for (int t = 0; t < 2; ++t)
-              peak.blocks[a][t] = std::max(peak.blocks[a][t], u.blocks[a][t]);
-        });
+        auto res = (*e)->generate(f.reqs);
+        const auto peak = (*e)->report().cache.peak;
         for (int i = 0; i < 4; ++i) {
           INFO("prompt " << i);
           REQUIRE(res[i].result.error == "");
@@ -182,12 +177,9 @@ TEST_CASE("auto ratio chooses activations for OPT where they halve the link byte
   o.block_size = 4;
   auto e = hs::engine::start(f.m, o);
   REQUIRE(e.ok());
-  int64_t act = 0;
-  auto res = (*e)->generate(f.reqs, [&](std::size_t, int32_t) {
-    const auto u = (*e)->report().cache.usage;
-    act = std::max(act, u.blocks[1][0] + u.blocks[1][1]);
-  });
-  CHECK(act > 0);
+  auto res = (*e)->generate(f.reqs);
+  const auto peak = (*e)->report().cache.peak;
+  CHECK(peak.blocks[1][0] + peak.blocks[1][1] > 0);  // activation blocks were used
   for (int i = 0; i < 4; ++i) CHECK(res[i].result.tokens == f.greedy[i]);
 }
 
@@ -394,14 +386,11 @@ TEST_CASE("rebuild chunks: more activation rows than one chunk, part on the devi
     o.device_cache_cap = 1000 * per_token;  // ~1000 act tokens on the device, the rest host
     auto e = hs::engine::start(m, o);
     REQUIRE(e.ok());
-    int64_t peak[2] = {0, 0};  // blocks of the ratio's form per tier
     const int form = ratio == 0.0 ? 1 : 0;
-    const auto res = (*e)->generate(reqs, [&](std::size_t, int32_t) {
-      const auto u = (*e)->report().cache.usage;
-      for (int t = 0; t < 2; ++t) peak[t] = std::max(peak[t], u.blocks[form][t]);
-    });
-    CHECK(peak[0] > 0);  // both tiers in use
-    CHECK(peak[1] > 0);
+    const auto res = (*e)->generate(reqs);
+    const auto peak = (*e)->report().cache.peak;
+    CHECK(peak.blocks[form][0] > 0);  // blocks of the ratio's form on both tiers
+    CHECK(peak.blocks[form][1] > 0);
     for (const auto& r : res) {
       REQUIRE(r.result.error == "");
       REQUIRE(r.result.logits.size() == 3);
@@ -591,11 +580,9 @@ TEST_CASE(
       o.context_max_hint = 44;
       auto e = hs::engine::start(*m, o);
       if (!e.ok()) continue;  // too small to start: refused at once, fine
-      int64_t host_blocks = 0;
-      const auto res = (*e)->generate(reqs, [&](std::size_t, int32_t) {
-        const auto u = (*e)->report().cache.usage;
-        host_blocks = std::max(host_blocks, u.blocks[0][1] + u.blocks[1][1]);
-      });
+      const auto res = (*e)->generate(reqs);
+      const auto peak = (*e)->report().cache.peak;
+      const int64_t host_blocks = peak.blocks[0][1] + peak.blocks[1][1];
       ++ran;
       with_host_tier += host_blocks > 0;
       for (const auto& r : res) REQUIRE(r.result.error == "");
